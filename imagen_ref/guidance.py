@@ -14,6 +14,25 @@ from .diffusion import Schedule, null_text, x0_from_prediction
 from .thresholding import parse_mode, threshold
 
 
+# Dense kernels on the CPU pick other code paths (GEMV, another conv algorithm) for one to three
+# rows, which changes the last bits of a row's result; from four rows on, a row's result does not
+# depend on the others. Calls with fewer rows are padded, so an image is the same alone or in a batch.
+MIN_ROWS = 4
+
+
+def call_model(model, z, t, text, text_mask, lowres=None, aug_t=None) -> torch.Tensor:
+    """model(...) with the batch padded to MIN_ROWS rows (copies of the last row), then cut back."""
+    rows = z.shape[0]
+    if rows >= MIN_ROWS:
+        return model(z, t, text, text_mask, lowres=lowres, aug_t=aug_t)
+
+    def pad(x):
+        return None if x is None else torch.cat([x, x[-1:].expand(MIN_ROWS - rows, *x.shape[1:])])
+
+    out = model(pad(z), pad(t), pad(text), pad(text_mask), lowres=pad(lowres), aug_t=pad(aug_t))
+    return out[:rows]
+
+
 def guided_prediction(model, z, t, text, text_mask, *, guidance: float = 1.0,
                       lowres=None, aug_t=None) -> torch.Tensor:
     """Network output with classifier-free guidance (paper eq. 2): w·ε(z, c) + (1 - w)·ε(z).
@@ -23,10 +42,10 @@ def guided_prediction(model, z, t, text, text_mask, *, guidance: float = 1.0,
     (The combination is linear, so guiding v is the same as guiding eps.)
     """
     if guidance == 1.0:
-        return model(z, t, text, text_mask, lowres=lowres, aug_t=aug_t)
+        return call_model(model, z, t, text, text_mask, lowres=lowres, aug_t=aug_t)
     u_text, u_mask = null_text(text, text_mask)
-    both = model(
-        torch.cat([z, z]), torch.cat([t, t]),
+    both = call_model(
+        model, torch.cat([z, z]), torch.cat([t, t]),
         torch.cat([text, u_text]), torch.cat([text_mask, u_mask]),
         lowres=None if lowres is None else torch.cat([lowres, lowres]),
         aug_t=None if aug_t is None else torch.cat([aug_t, aug_t]),

@@ -1,0 +1,124 @@
+"""Base text-to-image U-Net (Imagen App. F.1): the Improved-DDPM / ADM U-Net with text conditioning.
+
+Text enters twice (Imagen §2.5): an attention-pooled text vector is added to the time embedding, and the
+text sequence is concatenated to the keys/values of every self-attention layer (at `attn_resolutions`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configs import UNetConfig
+from .layers import (Attention, AttentionPool, ResBlock, TextProjection, TimeEmbedding, ctx_key_mask,
+                     group_norm, zero_)
+
+
+def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, ctx: torch.Tensor,
+         ctx_mask: torch.Tensor) -> torch.Tensor:
+    """Apply a list of ResBlock / Attention layers, routing each the inputs it needs."""
+    for layer in layers:
+        if isinstance(layer, ResBlock):
+            h = layer(h, emb)
+        elif isinstance(layer, Attention):
+            h = layer(h, ctx, ctx_mask)
+        else:  # plain resampling conv
+            h = layer(h)
+    return h
+
+
+class BaseUNet(nn.Module):
+    """ADM-style U-Net predicting eps (or v) for the 64x64 base stage; see `UNetConfig`."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = c = config
+        mc, E = c.model_channels, c.emb_dim
+        self.time_embed = TimeEmbedding(mc, E)
+        self.text_proj = TextProjection(c.text_dim, c.ctx_dim)
+        self.text_pool = AttentionPool(c.ctx_dim, E, max(1, c.ctx_dim // c.pool_head_dim))
+        self.input_conv = nn.Conv2d(c.in_channels, mc, 3, padding=1)
+
+        def res(i, o, resample=None):
+            return ResBlock(i, o, E, scale_shift=c.use_scale_shift_norm, resample=resample,
+                            dropout=c.dropout, groups=c.norm_groups)
+
+        def attn(ch):
+            return Attention(ch, c.ctx_dim, ch // c.head_dim, c.head_dim, groups=c.norm_groups)
+
+        # Encoder: every entry of self.down produces one skip (ADM `input_blocks`).
+        self.down = nn.ModuleList()
+        skip_chs, ch, res_ = [mc], mc, c.image_size
+        for level, mult in enumerate(c.channel_mult):
+            for _ in range(c.num_res_blocks):
+                layers = [res(ch, mult * mc)]
+                ch = mult * mc
+                if res_ in c.attn_resolutions:
+                    layers.append(attn(ch))
+                self.down.append(nn.ModuleList(layers))
+                skip_chs.append(ch)
+            if level < len(c.channel_mult) - 1:
+                down = res(ch, ch, "down") if c.resblock_updown else nn.Conv2d(ch, ch, 3, 2, 1)
+                self.down.append(nn.ModuleList([down]))
+                skip_chs.append(ch)
+                res_ //= 2
+        self.middle = nn.ModuleList([res(ch, ch), attn(ch), res(ch, ch)])
+
+        # Decoder: num_res_blocks + 1 blocks per level, each consuming one skip (ADM `output_blocks`).
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(c.channel_mult))):
+            for i in range(c.num_res_blocks + 1):
+                layers = [res(ch + skip_chs.pop(), mult * mc)]
+                ch = mult * mc
+                if res_ in c.attn_resolutions:
+                    layers.append(attn(ch))
+                if level > 0 and i == c.num_res_blocks:
+                    layers.append(res(ch, ch, "up") if c.resblock_updown else _ConvUpsample(ch))
+                    res_ *= 2
+                self.up.append(nn.ModuleList(layers))
+        self.out = nn.Sequential(group_norm(ch, c.norm_groups), nn.SiLU(),
+                                 zero_(nn.Conv2d(ch, c.out_channels, 3, padding=1)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+                lowres: torch.Tensor | None = None, aug_t: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict eps (or v) for noisy images.
+
+        Args:
+            x: (B, C_in, H, W) noisy images z_t.
+            t: (B,) continuous diffusion times in [0, 1] (a 0-dim tensor is broadcast).
+            text: (B, L, text_dim) text-encoder embeddings.
+            text_mask: (B, L) bool, True = real token; all-False rows are legal (unconditional).
+            lowres, aug_t: must be None (super-resolution stages only).
+        Returns:
+            (B, C_out, H, W) prediction.
+        """
+        if lowres is not None or aug_t is not None:
+            raise ValueError("BaseUNet is the base stage: lowres and aug_t must be None")
+        factor = 2 ** (len(self.config.channel_mult) - 1)
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by {factor}")
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        ctx = self.text_proj(text)  # (B, L, ctx_dim)
+        ctx_mask = ctx_key_mask(text_mask)  # (B, 1, 1, 1+L)
+        emb = F.silu(self.time_embed(t) + self.text_pool(ctx, ctx_mask))  # (B, E)
+        h = self.input_conv(x)
+        skips = [h]
+        for layers in self.down:
+            h = _run(layers, h, emb, ctx, ctx_mask)
+            skips.append(h)
+        h = _run(self.middle, h, emb, ctx, ctx_mask)
+        for layers in self.up:
+            h = _run(layers, torch.cat([h, skips.pop()], dim=1), emb, ctx, ctx_mask)
+        return self.out(h)
+
+
+class _ConvUpsample(nn.Module):
+    """Nearest 2x upsample + Conv3x3 (ADM `Upsample`), used when `resblock_updown` is off."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,172 @@
+"""Behavioural tests of BaseUNet / EfficientUNet on the tiny configs (CPU, seconds)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imagen_ref.configs import build_unet, get_config
+from imagen_ref.efficient_unet import EfficientUNet, UBlock
+from imagen_ref.layers import Attention, timestep_embedding
+from imagen_ref.unet import BaseUNet
+
+NAMES = ["tiny-base", "tiny-sr"]
+L = 7  # text length used throughout
+
+
+def _randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Perturb every parameter so zero-initialised output layers do not hide the computation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            std = 0.5 / math.sqrt(p[0].numel()) if p.ndim >= 2 else 0.05
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return model.eval()
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def model(request):
+    torch.manual_seed(0)  # test-only: parameter init
+    return _randomize_(build_unet(get_config(request.param)))
+
+
+def _inputs(cfg, B: int, seed: int = 1) -> dict:
+    """Deterministic inputs; row 0 has an all-False text mask (the unconditional branch)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(B, L, generator=g) < 0.6
+    mask[:, 0] = True
+    mask[0] = False
+    kw = dict(x=torch.randn(B, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g),
+              t=torch.rand(B, generator=g),
+              text=torch.randn(B, L, cfg.text_dim, generator=g), text_mask=mask)
+    if cfg.lowres_size is not None:
+        s = cfg.lowres_size
+        kw["lowres"] = torch.randn(B, cfg.in_channels, s, s, generator=g)
+        kw["aug_t"] = torch.rand(B, generator=g)
+    return kw
+
+
+def _select(kw: dict, idx) -> dict:
+    return {k: v[idx] for k, v in kw.items()}
+
+
+@torch.no_grad()
+def test_output_shape_and_finite_with_all_masked_row(model):
+    cfg = model.config
+    out = model(**_inputs(cfg, B=3))
+    assert out.shape == (3, cfg.out_channels, cfg.image_size, cfg.image_size)
+    assert torch.isfinite(out).all()
+    assert out[0].abs().max() > 0  # the unconditional row is a real prediction, not zeros
+
+
+@torch.no_grad()
+def test_per_sample_independence(model):
+    kw = _inputs(model.config, B=3)
+    batched = model(**kw)
+    for i in range(3):
+        alone = model(**_select(kw, slice(i, i + 1)))
+        torch.testing.assert_close(batched[i:i + 1], alone, atol=1e-5, rtol=1e-5)
+    changed = dict(kw, x=kw["x"].clone(), text=kw["text"].clone())
+    changed["x"][1:] = torch.randn_like(changed["x"][1:])
+    changed["text"][1:] = torch.randn_like(changed["text"][1:])
+    torch.testing.assert_close(model(**changed)[0], batched[0], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_padding_tokens_are_ignored(model):
+    kw = _inputs(model.config, B=3)
+    ref = model(**kw)
+    text = kw["text"].clone()
+    text[~kw["text_mask"]] = 100.0 * torch.randn_like(text[~kw["text_mask"]])
+    torch.testing.assert_close(model(**dict(kw, text=text)), ref, atol=1e-6, rtol=1e-6)
+    # ... while a real token does matter
+    text = kw["text"].clone()
+    text[1, 0] = torch.randn_like(text[1, 0])  # (a constant shift would vanish in the LayerNorm)
+    assert not torch.allclose(model(**dict(kw, text=text))[1], ref[1], atol=1e-6)
+
+
+@torch.no_grad()
+def test_output_depends_on_every_conditioning_input(model):
+    kw = _inputs(model.config, B=2)
+    ref = model(**kw)
+    keys = ["t", "x"] + (["lowres", "aug_t"] if model.config.lowres_size else [])
+    for key in keys:
+        other = (kw[key] + 0.25) if key in ("t", "aug_t") else torch.randn_like(kw[key])
+        assert not torch.allclose(model(**dict(kw, **{key: other})), ref, atol=1e-5), key
+
+
+@torch.no_grad()
+def test_sr_upsamples_lowres_bilinear_without_antialias():
+    model = _randomize_(build_unet(get_config("tiny-sr")))
+    kw = _inputs(model.config, B=2)
+    size = model.config.image_size
+    pre = F.interpolate(kw["lowres"], size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=False)
+    torch.testing.assert_close(model(**dict(kw, lowres=pre)), model(**kw), atol=1e-6, rtol=1e-6)
+
+
+@torch.no_grad()
+def test_skip_connections_scaled_by_inv_sqrt2():
+    model = _randomize_(build_unet(get_config("tiny-sr")))
+    seen = {}
+    model.down[-2].register_forward_hook(lambda m, a, out: seen.__setitem__("skip", out))
+    model.up[0].register_forward_hook(lambda m, a, out: seen.__setitem__("prev", out))
+    model.up[1].stage.register_forward_pre_hook(lambda m, a: seen.__setitem__("stage_in", a[0]))
+    model(**_inputs(model.config, B=2))
+    expected = (seen["prev"] + seen["skip"]) / math.sqrt(2.0)
+    torch.testing.assert_close(seen["stage_in"], expected)
+    assert all(u.skip_scale == pytest.approx(2**-0.5) for u in model.modules() if isinstance(u, UBlock))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_forward_backward_batch8(name):
+    cfg = get_config(name)
+    model = build_unet(cfg).train()
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    kw = _inputs(cfg, B=8)
+    out = model(**kw)
+    F.mse_loss(out, torch.randn_like(kw["x"])).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_base_rejects_lowres_and_sr_requires_it():
+    base, sr = build_unet(get_config("tiny-base")), build_unet(get_config("tiny-sr"))
+    assert isinstance(base, BaseUNet) and isinstance(sr, EfficientUNet)
+    kw = _inputs(sr.config, B=1)
+    with pytest.raises(ValueError):
+        base(**_inputs(base.config, B=1), lowres=kw["lowres"])
+    with pytest.raises(ValueError):
+        sr(**dict(kw, lowres=None))
+
+
+def test_timestep_embedding_of_1000t():
+    emb = timestep_embedding(torch.tensor([0.0, 0.5]), 8)
+    assert emb.dtype == torch.float32 and emb.shape == (2, 8)
+    torch.testing.assert_close(emb[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(4) / 4)
+    torch.testing.assert_close(emb[1, :4], torch.cos(500.0 * freqs))
+
+
+def test_attention_modes():
+    x, ctx = torch.randn(2, 32, 4, 4), torch.randn(2, 5, 16)
+    mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    for self_attention in (True, False):
+        layer = _randomize_(Attention(32, 16, heads=2, head_dim=8, self_attention=self_attention))
+        assert hasattr(layer, "to_qkv") == self_attention and hasattr(layer, "to_q") != self_attention
+        out = layer(x, ctx, mask)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("tiny-base", dict(resblock_updown=False, use_scale_shift_norm=False)),
+    ("tiny-sr", dict(block_attention=("none", "none", "none", "cross"), attn_each_resblock=False)),
+])
+@torch.no_grad()
+def test_config_variants_run(name, overrides):
+    cfg = get_config(name, **overrides)
+    out = _randomize_(build_unet(cfg))(**_inputs(cfg, B=2))
+    assert out.shape == (2, cfg.out_channels, cfg.image_size, cfg.image_size)
+    assert torch.isfinite(out).all()
