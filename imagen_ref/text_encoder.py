@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers import (AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel, MT5EncoderModel,
                           T5EncoderModel, UMT5EncoderModel)
+from transformers.utils import logging as hf_logging
 
 from .device import get_device
 
@@ -163,6 +164,9 @@ def _check_tokenizer_files(tokenizer, source: TextEncoderSource) -> None:
 def _load(source: TextEncoderSource, dtype: torch.dtype):
     """(family, model, tokenizer), turning every missing-file failure into one clear error."""
     local_only = source.local or _hub_offline()
+    # transformers draws a "Loading weights" bar on every load; ours print their own progress.
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(source.location, local_files_only=local_only)
         family, model_cls = _family(config)
@@ -170,6 +174,9 @@ def _load(source: TextEncoderSource, dtype: torch.dtype):
         tokenizer = AutoTokenizer.from_pretrained(source.location, local_files_only=local_only)
     except OSError as err:  # transformers reports missing files and hub failures as OSError
         raise TextEncoderNotFoundError(_not_found_message(source, err, local_only)) from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     _check_tokenizer_files(tokenizer, source)
     return family, model, tokenizer
 
