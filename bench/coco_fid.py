@@ -1,0 +1,365 @@
+"""COCO zero-shot FID-30K and CLIP score over a grid of guidance weights and thresholding modes.
+
+The Imagen protocol (paper §3, App. D.2): 30K captions drawn at random from the COCO 2014
+validation set (one caption of each of 30K distinct images), one image per caption, FID against
+reference statistics of the full validation set at 256×256, CLIP score of every image with its
+caption, swept over guidance weights and thresholding modes; the results are the run directory
+of DESIGN.md with metrics/summary.csv and the FID-vs-CLIP Pareto plot pareto.png.
+
+Stages (each resumes: rerun the same command after a crash or kill):
+  1. weights, checkpoint, captions and images are checked before any work;
+  2. reference statistics of the COCO images (cached, named by their protocol);
+  3. generation of every (config, prompt) image, sharded over torchrun ranks;
+  4. metrics from the image files, then summary.csv and pareto.png.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
+
+EPILOG = """examples:
+  # the paper's sweep: 30K COCO val2014 captions, 13 guidance weights x 3 thresholding modes
+  python -m bench.coco_fid --model ckpt/ --coco-root /data/coco --out runs/coco_sweep
+
+  # the headline setting (base w=1.35, SR w=8) on 8 GPUs
+  torchrun --nproc_per_node 8 -m bench.coco_fid --model ckpt/ --coco-root /data/coco \\
+      --guidance 1.35/8 --thresholding dynamic:0.995 --out runs/coco_fid30k
+
+  # images rendered elsewhere (DIR/<prompt_id>/0.png), with the prompts they were made for
+  python -m bench.coco_fid --model images:renders/ --coco-root /data/coco \\
+      --captions renders/prompts.csv --guidance 1 --thresholding none --out runs/external
+
+  # offline: explicit weights files
+  python -m bench.coco_fid --model ckpt/ --coco-root /data/coco --num-samples 10000 \\
+      --inception-weights weights/pt_inception-2015-12-05-6726825d.pth \\
+      --clip-model ViT-L-14 --clip-pretrained weights/open_clip_vit_l14.bin --out runs/fid10k
+"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help; the description and examples keep their line breaks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.coco_fid", description=__doc__, epilog=EPILOG,
+                                formatter_class=HelpFormatter)
+    p.add_argument("--model", required=True, metavar="CKPT|images:DIR",
+                   help="imagen_ref checkpoint directory, or images:DIR of rendered images")
+    p.add_argument("--coco-root", required=True, metavar="DIR",
+                   help="COCO folder with annotations/captions_val2014.json and val2014/")
+    p.add_argument("--out", default="runs/coco_fid", metavar="DIR",
+                   help="run directory (resumed if it exists)")
+    p.add_argument("--num-samples", type=int, default=30000, metavar="N",
+                   help="captions (= images per config); with --captions, the first N of the file")
+    p.add_argument("--captions", default=None, metavar="FILE",
+                   help="CSV (caption|prompt|text column) or text file of prompts instead of COCO")
+    p.add_argument("--caption-seed", type=int, default=0, help="seed of the random caption draw")
+    grid = p.add_argument_group("sampling grid (shared benchmark flags)")
+    grid.add_argument("--guidance", default=PAPER_GUIDANCE, metavar="W,...",
+                      help="comma list of guidance weights; a/b gives per-stage weights (base/SR)")
+    grid.add_argument("--thresholding", default=PAPER_THRESHOLDING, metavar="MODE,...",
+                      help="comma list of modes: none, static, dynamic:P, dynamic:P:CAP")
+    grid.add_argument("--aug-level", default="0", metavar="A,...",
+                      help="comma list of SR noise-augmentation levels (paper: 0 gives the best "
+                      "FID)")
+    grid.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
+                      help="sampler of every stage (not stated in the paper)")
+    grid.add_argument("--steps", type=int, default=64, help="denoising steps per stage (not stated "
+                      "in the paper)")
+    grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
+    run = p.add_argument_group("execution")
+    run.add_argument("--batch-size", type=int, default=16, help="images per model / metric call")
+    run.add_argument("--device", default=None,
+                     help="cpu, cuda, cuda:N (default: cuda if available; "
+                     "under torchrun cuda:LOCAL_RANK)")
+    run.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                     help="sampling precision of the cascade")
+    run.add_argument("--num-stages", type=int, default=None,
+                     help="run only the first N stages of the cascade")
+    run.add_argument("--embedding-cache", default=None, metavar="DIR",
+                     help="text-embedding cache directory")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    met = p.add_argument_group("metrics")
+    met.add_argument("--inception-weights", default=None, metavar="PATH",
+                     help="torch-fidelity InceptionV3 weights file (default: TORCH_HOME cache)")
+    met.add_argument("--fid-dims", type=int, choices=[64, 192, 768, 2048], default=2048,
+                     help="Inception feature layer of FID (2048 = the standard pool3 features)")
+    met.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
+                     help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO)")
+    met.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
+                     help="open_clip pretrained tag or a local weights file")
+    met.add_argument("--kid", action="store_true", help="also report KID")
+    met.add_argument("--reference-limit", type=int, default=None, metavar="N",
+                     help="use only the first N reference images (paper: the full val2014 set)")
+    met.add_argument("--stats-cache", default=None, metavar="DIR",
+                     help="cache folder of reference statistics (default: $IMAGEN_BENCH_CACHE/"
+                     "fid_stats or ~/.cache/imagen_bench/fid_stats)")
+    return p
+
+
+class UserError(Exception):
+    """Bad input the user can fix; main() prints it and exits with code 2 (STYLE §12)."""
+
+
+def _grid(args) -> list:
+    from .sampling import build_grid
+
+    if args.batch_size < 1 or args.num_samples < 1:
+        raise UserError("--batch-size and --num-samples must be at least 1")
+    try:
+        return build_grid(args.guidance, args.thresholding, args.aug_level, args.sampler,
+                          args.steps)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _device(args):
+    import os
+
+    import torch
+
+    from imagen_ref.device import get_device
+
+    try:
+        device = get_device(args.device)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun rank
+    return device
+
+
+def _check_weights(args) -> None:
+    """Stop before any work when a metric's weights are not on this machine."""
+    from .weights import WeightsNotFoundError, check_weights
+
+    try:
+        check_weights(inception_weights=args.inception_weights, clip_model=args.clip_model,
+                      clip_pretrained=args.clip_pretrained)
+    except (WeightsNotFoundError, ValueError) as e:  # missing file; unknown open_clip tag
+        raise UserError(str(e)) from None
+
+
+def _prompts(args) -> tuple[list[dict], dict]:
+    """(prompts.jsonl records, description of their source)."""
+    import dataclasses
+
+    from coco.captions import (CocoFormatError, load_val_captions, read_caption_file,
+                               sample_captions)
+
+    try:
+        if args.captions:
+            prompts = read_caption_file(args.captions)[: args.num_samples]
+            source = {"source": "file", "captions": str(args.captions)}
+        else:
+            records = load_val_captions(args.coco_root)
+            prompts = sample_captions(records, args.num_samples, args.caption_seed)
+            source = {"source": "coco-val2014", "coco_root": str(args.coco_root),
+                      "caption_seed": args.caption_seed, "num_samples": args.num_samples}
+    except (CocoFormatError, FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if len(prompts) < 2:  # a covariance needs two images
+        raise UserError(f"{args.captions or args.coco_root}: {len(prompts)} prompt(s); FID needs "
+                        "at least 2 images per config - pass --num-samples 2 or more")
+    category = "coco" if not args.captions else ""
+    rows = [{"category": category, **dataclasses.asdict(p)} for p in prompts]
+    ids = [r["prompt_id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{args.captions or args.coco_root}: prompt ids repeat; every prompt needs "
+                        "a unique id")
+    return rows, source
+
+
+def _model(args, device, configs, items):
+    """The model adapter, checked (and loaded) before any generation."""
+    from .adapters import AdapterError, ImagesDirAdapter, load_adapter
+
+    try:
+        adapter = load_adapter(args.model, device=device, num_stages=args.num_stages,
+                               precision=args.precision, embedding_cache=args.embedding_cache)
+        if isinstance(adapter, ImagesDirAdapter):
+            adapter.check_grid(configs)
+        for config in configs:
+            adapter.check([it for it in items if it.config_key == config.config_key], config)
+    except AdapterError as e:
+        raise UserError(str(e)) from None
+    return adapter
+
+
+def _metrics(args, device):
+    """(FID extractor, CLIP scorer), loaded before any generation."""
+    from .metrics.clip_score import ClipScorer
+    from .metrics.fid import load_fid_extractor
+    from .weights import WeightsNotFoundError
+
+    try:
+        extractor = load_fid_extractor(args.inception_weights, device=device, dims=args.fid_dims)
+        scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=device)
+    except (WeightsNotFoundError, ValueError) as e:  # missing, or not the weights of that network
+        raise UserError(str(e)) from None
+    return extractor, scorer
+
+
+def _reference(args, extractor, dist):
+    """Reference statistics of the COCO images: rank 0 computes (or reads) the cache first."""
+    from coco.captions import CocoFormatError
+    from coco.reference import reference_stats
+
+    def compute():
+        kwargs = {"cache_dir": args.stats_cache} if args.stats_cache else {}
+        return reference_stats(args.coco_root, extractor, split="val2014",
+                               limit=args.reference_limit, batch_size=args.batch_size,
+                               progress=not args.no_progress and dist.rank == 0,
+                               keep_features=args.kid, **kwargs)
+
+    try:
+        if dist.rank == 0:
+            ref = compute()
+        dist.barrier()
+        if dist.rank != 0:
+            ref = compute()  # a cache hit now
+    except (CocoFormatError, FileNotFoundError, ValueError) as e:  # no, unreadable, too few images
+        raise UserError(str(e)) from None
+    return ref
+
+
+def _prompts_sha256(rows: list[dict]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256("".join(json.dumps(r) + "\n" for r in rows).encode()).hexdigest()
+
+
+def _spec(args, adapter, configs, prompts, extractor, scorer) -> dict:
+    """What determines the results; a rerun into the same --out must match it."""
+    model = {"model_id": adapter.model_id}
+    if adapter.kind == "imagen_ref":
+        model.update(num_stages=adapter.num_stages, precision=args.precision)
+    return {
+        "benchmark": "coco_fid",
+        "model": model,
+        "prompts": {"n": len(prompts), "sha256": _prompts_sha256(prompts)},
+        "grid": [c.to_dict() for c in configs],
+        "base_seed": args.seed,
+        "images_per_prompt": 1,
+        "metrics": {"fid": extractor.protocol, "clip": scorer.protocol, "kid": args.kid,
+                    "reference": {"split": "val2014", "limit": args.reference_limit}},
+    }
+
+
+@dataclass
+class Job:
+    """Everything checked and loaded before the first image."""
+
+    run: object          # RunDir
+    adapter: object      # ModelAdapter
+    configs: list        # [SamplingConfig]
+    prompts: list        # prompts.jsonl records
+    items: list          # [WorkItem] of the whole run
+    extractor: object    # FID FeatureExtractor
+    scorer: object       # ClipScorer
+    reference: object    # ReferenceStats
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def prepare(args, argv: list[str], configs: list, device, dist) -> Job:
+    """Stages 1-2: check weights, prompts, model and images; open the run; reference stats."""
+    from .runner import plan_items
+    from .runs import RunDir, RunSpecError, provenance
+
+    _check_weights(args)  # first: a missing file stops the command before any work
+    prompts, source = _prompts(args)
+    items = plan_items(configs, prompts, 1, args.seed)
+    adapter = _model(args, device, configs, items)
+    extractor, scorer = _metrics(args, device)
+    run = RunDir(args.out)
+    spec = _spec(args, adapter, configs, prompts, extractor, scorer)
+    record = {"command": "python -m bench.coco_fid", "argv": argv, "model": adapter.describe(),
+              "prompt_source": source, "args": vars(args),
+              **provenance(device, dist.world_size), "started": _now()}
+    try:
+        run.check(spec)  # every rank, before rank 0 writes
+    except RunSpecError as e:
+        raise UserError(str(e)) from None
+    dist.barrier()
+    if dist.rank == 0:
+        run.start(spec, record)
+        if not run.prompts.is_file():
+            run.write_prompts(prompts)
+    dist.barrier()
+    reference = _reference(args, extractor, dist)
+    if dist.rank == 0:
+        run.update_run(reference={"n": reference.n, "protocol": reference.protocol})
+    return Job(run, adapter, configs, prompts, items, extractor, scorer, reference)
+
+
+def execute(job: Job, args, dist) -> dict | None:
+    """Stages 3-4: generation, metrics, summary and plot; the result on rank 0, else None."""
+    from .metrics.fid import FIDMetric
+    from .plots import pareto_plot
+    from .runner import generate
+    from .scoring import Scorers, flatten_protocol, score_run
+
+    run, progress = job.run, not args.no_progress
+    stats = generate(run, job.adapter, job.configs, job.items, batch_size=args.batch_size,
+                     dist=dist, progress=progress)
+    if dist.rank == 0:
+        run.mark_stage("generation", {"complete": True, "images": stats.total,
+                                      "skipped": stats.skipped, "seconds": round(stats.seconds, 3)})
+    protocol = {**flatten_protocol("fid", job.extractor.protocol),
+                "fid_reference_n": job.reference.n, **flatten_protocol("clip", job.scorer.protocol)}
+    scorers = Scorers(lambda: FIDMetric(job.extractor, job.reference, kid=args.kid), job.scorer,
+                      args.kid, protocol)
+    rows = score_run(run, job.configs, scorers, batch_size=args.batch_size, dist=dist,
+                     progress=progress)
+    if dist.rank != 0:
+        return None
+    pareto = pareto_plot(rows, run.pareto,
+                         title=f"{job.adapter.model_id}, {len(job.prompts)} prompts per config")
+    run.mark_stage("metrics", {"complete": True, "summary": run.relative(run.summary)})
+    return {"rows": rows, "n_images": stats.total, "pareto": pareto}
+
+
+def run_coco_fid(args, argv: list[str]) -> dict | None:
+    """Every stage of the benchmark; returns {rows, n_images, pareto} on rank 0, else None."""
+    from .runner import distributed
+
+    t0 = time.perf_counter()
+    configs = _grid(args)
+    device = _device(args)
+    with distributed(device.type) as dist:
+        job = prepare(args, argv, configs, device, dist)
+        result = execute(job, args, dist)
+    if result is not None:
+        job.run.update_run(finished=_now(), wall_seconds=round(time.perf_counter() - t0, 3))
+    return result
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        result = run_coco_fid(args, argv=list(sys.argv[1:] if argv is None else argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result is None:  # ranks other than 0
+        return 0
+    print(f"{result['n_images']} images, {len(result['rows'])} configs in "
+          f"{time.perf_counter() - start:.0f} s")
+    print(f"results: {Path(args.out) / 'metrics' / 'summary.csv'}"
+          f"{'  plot: ' + str(result['pareto']) if result['pareto'] else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

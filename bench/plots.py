@@ -1,0 +1,69 @@
+"""pareto.png: FID against CLIP score over the guidance sweep, one curve per thresholding mode.
+
+The Imagen paper's trade-off plots (§4.4, App. D.2, Fig. A.8): CLIP score on x, FID on y,
+each point a guidance weight, one curve per thresholding mode. Lower right is better.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from .runs import atomic_write_bytes
+
+
+def _curve_label(row: dict, varying: list[str]) -> str:
+    parts = [str(row["thresholding"])]
+    parts += [f"{k.replace('_', ' ')} {row[k]}" for k in varying]
+    return ", ".join(parts)
+
+
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def pareto_plot(rows: list[dict], path: str | Path, *, title: str = "") -> Path | None:
+    """Draw FID vs CLIP score from summary rows and save it atomically as PNG.
+
+    Args:
+        rows: summary.csv rows (guidance, thresholding, aug_level, sampler, steps, fid, clip_score).
+        path: where to write the PNG.
+        title: plot title (e.g. the model id and number of images).
+    Returns: the path, or None when no row has both a finite FID and CLIP score.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if _finite(r.get("fid")) and _finite(r.get("clip_score"))]
+    if not points:
+        return None
+    # Curves are thresholding modes; other grid axes that vary split them further.
+    varying = [k for k in ("aug_level", "sampler", "steps") if len({str(r[k]) for r in points}) > 1]
+    curves: dict[str, list[dict]] = defaultdict(list)
+    for r in points:
+        curves[_curve_label(r, varying)].append(r)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for label, curve in curves.items():
+        curve = sorted(curve, key=lambda r: [float(w) for w in str(r["guidance"]).split("/")])
+        xs = [float(r["clip_score"]) for r in curve]
+        ys = [float(r["fid"]) for r in curve]
+        ax.plot(xs, ys, marker="o", markersize=4, label=label)
+        for r, x, y in zip(curve, xs, ys):
+            ax.annotate(f"w={r['guidance']}", (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xlabel("CLIP score (100 · mean max(cos, 0))")
+    ax.set_ylabel("FID")
+    ax.set_title(title or "FID vs CLIP score over guidance weights", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(title="thresholding", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
