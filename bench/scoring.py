@@ -36,7 +36,7 @@ SUMMARY_FIELDS = ["config_key", "guidance", "thresholding", "aug_level", "sample
 class Scorers:
     """What the metric stage needs: a FID metric factory and a CLIP scorer."""
 
-    new_fid: Callable[[], object]      # () -> bench.metrics.fid.FIDMetric, reference loaded
+    new_fid: Callable[[], object] | None  # () -> bench.metrics.fid.FIDMetric; None: no FID
     clip: object                       # ClipScorer (bench.metrics.clip_score)
     kid: bool = False                  # also report KID
     protocol: dict | None = None       # flat protocol fields added to every summary row
@@ -68,18 +68,20 @@ def score_config(run: RunDir, config: SamplingConfig, records: list[dict], texts
     Returns: the summary row on rank 0, None on the other ranks.
     """
     mine = shard(records, dist)
-    fid = scorers.new_fid()
+    fid = scorers.new_fid() if scorers.new_fid is not None else None
     cosines = np.zeros(len(mine))
     truncated = 0
     for idx, images in _image_batches([run.root / r["path"] for r in mine], batch_size):
-        fid.update(images)
+        if fid is not None:
+            fid.update(images)
         cos, n_trunc = scorers.clip.cosines(images, [texts[mine[i]["prompt_id"]] for i in idx])
         cosines[idx.start:idx.stop] = np.asarray(cos, dtype=np.float64)
         truncated += int(n_trunc)
         if bar is not None:
             bar.update(len(idx) * dist.world_size)
-    fid_value = float(fid.compute())  # torchmetrics reduces the sums across ranks
-    kid = fid.compute_kid() if scorers.kid else None
+    # torchmetrics reduces the sums across ranks
+    fid_value = float(fid.compute()) if fid is not None else ""
+    kid = fid.compute_kid() if scorers.kid and fid is not None else None
     keys = [(r["prompt_id"], int(r["k"])) for r in mine]
     parts = dist.gather((keys, cosines.tolist(), truncated))
     if dist.rank != 0:
@@ -135,20 +137,24 @@ def score_run(run: RunDir, configs: Sequence[SamplingConfig], scorers: Scorers, 
     dist.barrier()
     if dist.rank != 0:
         return None
-    return write_tables(run, configs, scorers.protocol or {}, kid=scorers.kid)
+    return write_tables(run, configs, scorers.protocol or {}, kid=scorers.kid,
+                        fid=scorers.new_fid is not None)
 
 
 def write_tables(run: RunDir, configs: Sequence[SamplingConfig], protocol: dict, *,
-                 kid: bool) -> list[dict]:
-    """Assemble metrics/per_image.csv and metrics/summary.csv (last) from the per-config files."""
+                 kid: bool, fid: bool = True) -> list[dict]:
+    """Assemble metrics/per_image.csv and metrics/summary.csv (last) from the per-config files
+    (without the fid column when `fid` is False)."""
     rows, per_image = [], []
     for c in configs:
         summary = json.loads((run.config_metrics / f"{c.config_key}.json").read_text())
         rows.append({**protocol, **summary})
         per_image += read_csv(run.config_metrics / f"{c.config_key}.csv")
-    fields = [f for f in SUMMARY_FIELDS if kid or f not in ("kid", "kid_std")] + list(protocol)
+    fields = [f for f in SUMMARY_FIELDS if (kid or f not in ("kid", "kid_std"))
+              and (fid or f != "fid")] + list(protocol)
+    numbers = ("fid", "clip_score", "clip_score_std") if fid else ("clip_score", "clip_score_std")
     for row in rows:
-        for f in ("fid", "clip_score", "clip_score_std"):
+        for f in numbers:
             row[f] = _fmt(row[f])
     atomic_write_text(run.per_image, csv_text(per_image, PER_IMAGE_FIELDS))
     atomic_write_text(run.summary, csv_text(rows, fields))

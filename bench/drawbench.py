@@ -1,0 +1,330 @@
+"""DrawBench / PartiPrompts / a prompt file: images per prompt, CLIP score per category.
+
+Generates `--samples-per-prompt` images of every prompt for every sampling config through the
+run machinery of the COCO benchmark (the same adapters, resumable, sharded over torchrun ranks,
+the same per-image seeds in every config), scores each image with CLIP, and writes, next to the
+run's metrics/summary.csv, metrics/categories.csv: per config, one row per category and one
+`overall` row, with the mean CLIP score and a 95% CI from a seeded bootstrap over prompts.
+
+    python -m bench.drawbench pairs ...   builds pairwise rating tasks (see bench/pairs.py)
+
+Stages (each resumes: rerun the same command after a crash or kill):
+  1. CLIP weights, the prompt suite, the checkpoint or images are checked before any work;
+  2. generation of every (config, prompt, k) image;
+  3. CLIP cosines per image, then summary.csv and categories.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .coco_fid import HelpFormatter, UserError, _device, _now, _prompts_sha256
+
+EPILOG = """examples:
+  # DrawBench (200 prompts, 8 images each) at the COCO headline setting
+  python -m bench.drawbench --model ckpt/ --out runs/drawbench
+
+  # a quick look: 2 prompts per category, 2 images each, two guidance weights
+  python -m bench.drawbench --model ckpt/ --limit-per-category 2 --samples-per-prompt 2 \\
+      --guidance 1,5 --out runs/drawbench_quick
+
+  # PartiPrompts from a local copy, two categories only
+  python -m bench.drawbench --model ckpt/ --prompts parti:data/PartiPrompts.tsv \\
+      --categories Animals,Vehicles --out runs/parti
+
+  # rescore the images of an earlier run (or images rendered elsewhere)
+  python -m bench.drawbench --model images:runs/drawbench/images --out runs/drawbench_rescored
+
+  # pairwise rating tasks: run A against run B, 8 images a side
+  python -m bench.drawbench pairs --a runs/drawbench --b runs/other --out tasks.jsonl
+"""
+
+CATEGORY_FIELDS = ["config_key", "guidance", "thresholding", "aug_level", "sampler", "steps",
+                   "category", "n_prompts", "n_images", "clip_score", "ci_low", "ci_high",
+                   "bootstrap_samples", "bootstrap_seed"]
+OVERALL = "overall"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.drawbench", description=__doc__,
+                                epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("--model", required=True, metavar="CKPT|images:DIR",
+                   help="imagen_ref checkpoint directory, or images:DIR "
+                   "(DIR/[<config_key>/]<prompt_id>/<k>.png)")
+    p.add_argument("--prompts", default="drawbench", metavar="drawbench|parti|FILE",
+                   help="suite name (cached copy, downloaded on first use), drawbench:PATH, "
+                   "parti:PATH, or a CSV/TSV/JSONL file with a text column")
+    p.add_argument("--prompts-cache", default=None, metavar="DIR",
+                   help="download cache of the named suites (default: $IMAGEN_BENCH_CACHE/prompts "
+                   "or ~/.cache/imagen_bench/prompts)")
+    p.add_argument("--out", default="runs/drawbench", metavar="DIR",
+                   help="run directory (resumed if it exists)")
+    p.add_argument("--samples-per-prompt", type=int, default=8, metavar="K",
+                   help="images per prompt (the paper's raters compared sets of 8)")
+    p.add_argument("--limit-per-category", type=int, default=None, metavar="N",
+                   help="only the first N prompts of each category")
+    p.add_argument("--categories", default=None, metavar="NAME,...",
+                   help="comma list of categories (default: all)")
+    grid = p.add_argument_group("sampling grid (shared benchmark flags)")
+    grid.add_argument("--guidance", default="1.35/8", metavar="W,...",
+                      help="comma list of guidance weights; a/b gives per-stage weights (base/SR); "
+                      "the paper states no DrawBench setting, the default is its COCO headline one")
+    grid.add_argument("--thresholding", default="dynamic:0.995", metavar="MODE,...",
+                      help="comma list of modes: none, static, dynamic:P, dynamic:P:CAP")
+    grid.add_argument("--aug-level", default="0", metavar="A,...",
+                      help="comma list of SR noise-augmentation levels")
+    grid.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
+                      help="sampler of every stage")
+    grid.add_argument("--steps", type=int, default=64, help="denoising steps per stage")
+    grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
+    run = p.add_argument_group("execution")
+    run.add_argument("--batch-size", type=int, default=16, help="images per model / metric call")
+    run.add_argument("--device", default=None,
+                     help="cpu, cuda, cuda:N (default: cuda if available; under torchrun "
+                     "cuda:LOCAL_RANK)")
+    run.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                     help="sampling precision of the cascade")
+    run.add_argument("--num-stages", type=int, default=None,
+                     help="run only the first N stages of the cascade")
+    run.add_argument("--embedding-cache", default=None, metavar="DIR",
+                     help="text-embedding cache directory")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    met = p.add_argument_group("metrics")
+    met.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
+                     help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO)")
+    met.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
+                     help="open_clip pretrained tag or a local weights file")
+    met.add_argument("--bootstrap-samples", type=int, default=1000, metavar="B",
+                     help="bootstrap resamples of the prompts for the 95%% CIs")
+    met.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 1: checks
+
+
+def _check(args) -> list:
+    from .sampling import build_grid
+    from .weights import WeightsNotFoundError, check_weights
+
+    if args.batch_size < 1 or args.samples_per_prompt < 1 or args.bootstrap_samples < 1:
+        raise UserError("--batch-size, --samples-per-prompt and --bootstrap-samples must be at "
+                        "least 1")
+    if args.limit_per_category is not None and args.limit_per_category < 1:
+        raise UserError("--limit-per-category must be at least 1")
+    if args.model.startswith("diffusers:"):
+        raise UserError(f"--model {args.model}: the diffusers (DeepFloyd IF) adapter is not part "
+                        "of this version; render the images with diffusers into "
+                        "DIR/<prompt_id>/<k>.png and pass --model images:DIR")
+    try:
+        configs = build_grid(args.guidance, args.thresholding, args.aug_level, args.sampler,
+                             args.steps)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:  # first: a missing file stops the command before any work
+        check_weights(fid=False, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained)
+    except (WeightsNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    return configs
+
+
+def _suite(args) -> tuple[list[dict], dict]:
+    """(prompts.jsonl records, suite provenance)."""
+    from drawbench.suites import SuiteFormatError, load_suite, select
+
+    try:
+        suite = load_suite(args.prompts, cache_dir=args.prompts_cache)
+        categories = [c for c in (args.categories or "").split(",") if c.strip()] or None
+        records = select(suite.records, categories, args.limit_per_category)
+    except (SuiteFormatError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if not records:
+        raise UserError(f"{args.prompts}: no prompts selected")
+    source = {**suite.describe(), "selected": {"categories": categories,
+                                               "limit_per_category": args.limit_per_category,
+                                               "n": len(records)}}
+    return [r.to_json() for r in records], source
+
+
+def _model(args, device, configs, items):
+    from .adapters import AdapterError, ImagesDirAdapter, load_adapter
+
+    try:
+        adapter = load_adapter(args.model, device=device, num_stages=args.num_stages,
+                               precision=args.precision, embedding_cache=args.embedding_cache)
+        if isinstance(adapter, ImagesDirAdapter):
+            adapter.check_grid(configs)
+        for config in configs:
+            adapter.check([it for it in items if it.config_key == config.config_key], config)
+    except AdapterError as e:
+        raise UserError(str(e)) from None
+    return adapter
+
+
+def _spec(args, adapter, configs, prompts, source, scorer) -> dict:
+    """What determines the results; a rerun into the same --out must match it."""
+    model = {"model_id": adapter.model_id}
+    if adapter.kind == "imagen_ref":
+        model.update(num_stages=adapter.num_stages, precision=args.precision)
+    return {
+        "benchmark": "drawbench",
+        "model": model,
+        "prompts": {"suite": source["suite"], "version": source["version"], "n": len(prompts),
+                    "sha256": _prompts_sha256(prompts)},
+        "grid": [c.to_dict() for c in configs],
+        "base_seed": args.seed,
+        "images_per_prompt": args.samples_per_prompt,
+        "metrics": {"clip": scorer.protocol,
+                    "bootstrap": {"samples": args.bootstrap_samples, "seed": args.bootstrap_seed,
+                                  "unit": "prompt", "interval": "percentile 95%"}},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 3: per-category tables
+
+
+def bootstrap_ci(values: np.ndarray, samples: int, rng: np.random.Generator) -> tuple[float, float]:
+    """95% percentile interval of the mean of `values`, resampled with replacement."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float(values.mean()), float(values.mean())
+    idx = rng.integers(0, len(values), size=(samples, len(values)))
+    means = values[idx].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def category_rows(per_image: list[dict], prompts: list[dict], configs, *, samples: int,
+                  seed: int) -> list[dict]:
+    """Per config: one row per category (suite order) and one `overall` row.
+
+    The score of a prompt is the mean of 100 · max(cos, 0) over its images; a category's score is
+    the mean over its prompts (= the mean over its images when every prompt has K images), and
+    its CI resamples prompts. Each (config, category) bootstrap has its own seeded generator, so
+    a row does not depend on which other rows are computed.
+    """
+    from imagen_ref.device import derive_seed
+
+    category = {p["prompt_id"]: p.get("category", "") for p in prompts}
+    order = list(dict.fromkeys(category[p["prompt_id"]] for p in prompts))
+    rows = []
+    for config in configs:
+        per_prompt: dict[str, list[float]] = {}
+        for r in per_image:
+            if r["config_key"] == config.config_key:
+                per_prompt.setdefault(r["prompt_id"], []).append(
+                    100.0 * max(float(r["clip_cosine"]), 0.0))
+        groups = [(c, [p for p in per_prompt if category[p] == c]) for c in order]
+        groups.append((OVERALL, list(per_prompt)))
+        for name, ids in groups:
+            if not ids:
+                continue
+            scores = np.array([np.mean(per_prompt[p]) for p in ids])
+            rng = np.random.default_rng(derive_seed(seed, config.config_key, name))
+            low, high = bootstrap_ci(scores, samples, rng)
+            rows.append({**config.to_dict(), "category": name, "n_prompts": len(ids),
+                         "n_images": sum(len(per_prompt[p]) for p in ids),
+                         "clip_score": repr(float(scores.mean())), "ci_low": repr(low),
+                         "ci_high": repr(high), "bootstrap_samples": samples,
+                         "bootstrap_seed": seed})
+    return rows
+
+
+def write_categories(run, configs, *, samples: int, seed: int) -> Path:
+    """metrics/categories.csv from per_image.csv and prompts.jsonl (atomic)."""
+    from .runs import atomic_write_text, csv_text, read_csv
+
+    rows = category_rows(read_csv(run.per_image), run.read_prompts(), configs, samples=samples,
+                         seed=seed)
+    path = run.metrics / "categories.csv"
+    atomic_write_text(path, csv_text(rows, CATEGORY_FIELDS))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def run_drawbench(args, argv: list[str]) -> dict | None:
+    """Every stage; returns {rows, categories, n_images} on rank 0, else None."""
+    from .metrics.clip_score import ClipScorer
+    from .runner import distributed, generate, plan_items
+    from .runs import RunDir, RunSpecError, provenance
+    from .scoring import Scorers, flatten_protocol, score_run
+    from .weights import WeightsNotFoundError
+
+    t0 = time.perf_counter()
+    configs = _check(args)
+    prompts, source = _suite(args)
+    device = _device(args)
+    with distributed(device.type) as dist:
+        items = plan_items(configs, prompts, args.samples_per_prompt, args.seed)
+        adapter = _model(args, device, configs, items)
+        try:
+            scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=device)
+        except (WeightsNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+        run = RunDir(args.out)
+        spec = _spec(args, adapter, configs, prompts, source, scorer)
+        record = {"command": "python -m bench.drawbench", "argv": argv,
+                  "model": adapter.describe(), "prompt_source": source, "args": vars(args),
+                  **provenance(device, dist.world_size), "started": _now()}
+        try:
+            run.check(spec)
+        except RunSpecError as e:
+            raise UserError(str(e)) from None
+        dist.barrier()
+        if dist.rank == 0:
+            run.start(spec, record)
+            if not run.prompts.is_file():
+                run.write_prompts(prompts)
+        dist.barrier()
+        progress = not args.no_progress
+        stats = generate(run, adapter, configs, items, batch_size=args.batch_size, dist=dist,
+                         progress=progress)
+        if dist.rank == 0:
+            run.mark_stage("generation", {"complete": True, "images": stats.total,
+                                          "skipped": stats.skipped,
+                                          "seconds": round(stats.seconds, 3)})
+        scorers = Scorers(None, scorer, False, flatten_protocol("clip", scorer.protocol))
+        rows = score_run(run, configs, scorers, batch_size=args.batch_size, dist=dist,
+                         progress=progress)
+    if rows is None:
+        return None
+    categories = write_categories(run, configs, samples=args.bootstrap_samples,
+                                  seed=args.bootstrap_seed)
+    run.mark_stage("metrics", {"complete": True, "summary": run.relative(run.summary),
+                               "categories": run.relative(categories)})
+    run.update_run(finished=_now(), wall_seconds=round(time.perf_counter() - t0, 3))
+    return {"rows": rows, "categories": categories, "n_images": stats.total}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["pairs"]:
+        from .pairs import main as pairs_main
+
+        return pairs_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        result = run_drawbench(args, argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if result is None:  # ranks other than 0
+        return 0
+    print(f"{result['n_images']} images, {len(result['rows'])} configs in "
+          f"{time.perf_counter() - start:.0f} s")
+    print(f"results: {result['categories']}  summary: {Path(args.out) / 'metrics' / 'summary.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
