@@ -4,6 +4,8 @@
     --model images:DIR    images rendered elsewhere: DIR/<prompt_id>/<k>.png, or
                           DIR/<config_key>/<prompt_id>/<k>.png for a grid of configs
                           (a run's own images/ folder has this layout)
+    --model diffusers:DIR DeepFloyd IF pipelines saved by diffusers: DIR/stage_I[, DIR/stage_II]
+                          (bench/diffusers_adapter.py; needs the `diffusers` extra)
 
 Every adapter returns uint8 (H, W, 3) arrays; the runner writes them. `check` runs before any
 generation, so a missing file or unusable checkpoint stops a command before it does work.
@@ -179,7 +181,11 @@ def load_adapter(spec: str, *, device=None, num_stages: int | None = None,
     if spec.startswith("images:"):
         return ImagesDirAdapter(spec[len("images:"):])
     if spec.startswith("diffusers:"):
-        raise AdapterError(f"--model {spec}: the diffusers adapter is not part of this version; "
-                           "render the images with diffusers and pass --model images:DIR")
+        try:
+            from .diffusers_adapter import DiffusersIFAdapter
+        except ImportError as e:
+            raise AdapterError(f"--model {spec} needs the diffusers package ({e}); install it "
+                               "with pip install 'imagen-bench[diffusers]'") from None
+        return DiffusersIFAdapter(spec[len("diffusers:"):], device=device, precision=precision)
     return ImagenRefAdapter(spec, device=device, num_stages=num_stages, precision=precision,
                             embedding_cache=embedding_cache)

@@ -117,10 +117,6 @@ def _check(args) -> list:
                         "least 1")
     if args.limit_per_category is not None and args.limit_per_category < 1:
         raise UserError("--limit-per-category must be at least 1")
-    if args.model.startswith("diffusers:"):
-        raise UserError(f"--model {args.model}: the diffusers (DeepFloyd IF) adapter is not part "
-                        "of this version; render the images with diffusers into "
-                        "DIR/<prompt_id>/<k>.png and pass --model images:DIR")
     try:
         configs = build_grid(args.guidance, args.thresholding, args.aug_level, args.sampler,
                              args.steps)

@@ -129,7 +129,7 @@ def test_rerun_is_a_no_op_and_another_spec_is_refused(world, reference, capsys):
 @pytest.mark.parametrize("flags, message", [
     ({"categories": "Colours"}, "unknown category 'Colours'"),
     ({"prompts": "/no/such/prompts.csv"}, "does not exist"),
-    ({"model": "diffusers:DeepFloyd/IF-I-XL-v1.0"}, "diffusers (DeepFloyd IF) adapter is not"),
+    ({"model": "diffusers:DeepFloyd/IF-I-XL-v1.0"}, "diffusers pipeline folder"),
     ({"guidance": "x"}, "--guidance"),
     ({"samples_per_prompt": "0"}, "at least 1"),
 ])
