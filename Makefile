@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(PY)
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 demo: $(STAMP)
 	$(PY) -m imagen_ref.demo --out runs/demo

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli import add_clip_args, add_execution_args, add_sampling_args
 from .sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
 
 EPILOG = """examples:
@@ -60,40 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", default=None, metavar="FILE",
                    help="CSV (caption|prompt|text column) or text file of prompts instead of COCO")
     p.add_argument("--caption-seed", type=int, default=0, help="seed of the random caption draw")
-    grid = p.add_argument_group("sampling grid (shared benchmark flags)")
-    grid.add_argument("--guidance", default=PAPER_GUIDANCE, metavar="W,...",
-                      help="comma list of guidance weights; a/b gives per-stage weights (base/SR)")
-    grid.add_argument("--thresholding", default=PAPER_THRESHOLDING, metavar="MODE,...",
-                      help="comma list of modes: none, static, dynamic:P, dynamic:P:CAP")
-    grid.add_argument("--aug-level", default="0", metavar="A,...",
-                      help="comma list of SR noise-augmentation levels (paper: 0 gives the best "
-                      "FID)")
-    grid.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
-                      help="sampler of every stage (not stated in the paper)")
-    grid.add_argument("--steps", type=int, default=64, help="denoising steps per stage (not stated "
-                      "in the paper)")
-    grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
-    run = p.add_argument_group("execution")
-    run.add_argument("--batch-size", type=int, default=16, help="images per model / metric call")
-    run.add_argument("--device", default=None,
-                     help="cpu, cuda, cuda:N (default: cuda if available; "
-                     "under torchrun cuda:LOCAL_RANK)")
-    run.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                     help="sampling precision of the cascade")
-    run.add_argument("--num-stages", type=int, default=None,
-                     help="run only the first N stages of the cascade")
-    run.add_argument("--embedding-cache", default=None, metavar="DIR",
-                     help="text-embedding cache directory")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_sampling_args(p, guidance=PAPER_GUIDANCE, thresholding=PAPER_THRESHOLDING,
+                      aug_help=" (paper: 0 gives the best FID)")
+    add_execution_args(p)
     met = p.add_argument_group("metrics")
     met.add_argument("--inception-weights", default=None, metavar="PATH",
                      help="torch-fidelity InceptionV3 weights file (default: TORCH_HOME cache)")
     met.add_argument("--fid-dims", type=int, choices=[64, 192, 768, 2048], default=2048,
                      help="Inception feature layer of FID (2048 = the standard pool3 features)")
-    met.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
-                     help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO)")
-    met.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
-                     help="open_clip pretrained tag or a local weights file")
+    add_clip_args(met)
     met.add_argument("--kid", action="store_true", help="also report KID")
     met.add_argument("--reference-limit", type=int, default=None, metavar="N",
                      help="use only the first N reference images (paper: the full val2014 set)")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import add_clip_args, add_execution_args, add_sampling_args
 from .coco_fid import HelpFormatter, UserError, _device, _now, _prompts_sha256
 
 EPILOG = """examples:
@@ -69,35 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the first N prompts of each category")
     p.add_argument("--categories", default=None, metavar="NAME,...",
                    help="comma list of categories (default: all)")
-    grid = p.add_argument_group("sampling grid (shared benchmark flags)")
-    grid.add_argument("--guidance", default="1.35/8", metavar="W,...",
-                      help="comma list of guidance weights; a/b gives per-stage weights (base/SR); "
-                      "the paper states no DrawBench setting, the default is its COCO headline one")
-    grid.add_argument("--thresholding", default="dynamic:0.995", metavar="MODE,...",
-                      help="comma list of modes: none, static, dynamic:P, dynamic:P:CAP")
-    grid.add_argument("--aug-level", default="0", metavar="A,...",
-                      help="comma list of SR noise-augmentation levels")
-    grid.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
-                      help="sampler of every stage")
-    grid.add_argument("--steps", type=int, default=64, help="denoising steps per stage")
-    grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
-    run = p.add_argument_group("execution")
-    run.add_argument("--batch-size", type=int, default=16, help="images per model / metric call")
-    run.add_argument("--device", default=None,
-                     help="cpu, cuda, cuda:N (default: cuda if available; under torchrun "
-                     "cuda:LOCAL_RANK)")
-    run.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                     help="sampling precision of the cascade")
-    run.add_argument("--num-stages", type=int, default=None,
-                     help="run only the first N stages of the cascade")
-    run.add_argument("--embedding-cache", default=None, metavar="DIR",
-                     help="text-embedding cache directory")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_sampling_args(p, guidance="1.35/8", thresholding="dynamic:0.995",
+                      guidance_help="; the paper states no DrawBench setting, the default is its "
+                      "COCO headline one")
+    add_execution_args(p)
     met = p.add_argument_group("metrics")
-    met.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
-                     help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO)")
-    met.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
-                     help="open_clip pretrained tag or a local weights file")
+    add_clip_args(met)
     met.add_argument("--bootstrap-samples", type=int, default=1000, metavar="B",
                      help="bootstrap resamples of the prompts for the 95%% CIs")
     met.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap")

@@ -318,9 +318,10 @@ def machine_info(device: torch.device) -> dict:
 
 def print_table(result: dict) -> None:
     """The human-readable summary."""
-    print(f"\nsampling {result['spec']['config']}: batch {result['spec']['batch_size']}, "
-          f"{result['spec']['image_size']}px, {result['spec']['steps']} DDIM steps, "
-          f"guidance {result['spec']['guidance']} on {result['machine']['cpu'] if result['machine']['device'] == 'cpu' else result['machine'].get('gpu')}")
+    spec, machine = result["spec"], result["machine"]
+    print(f"\nsampling {spec['config']}: batch {spec['batch_size']}, {spec['image_size']}px, "
+          f"{spec['steps']} DDIM steps, guidance {spec['guidance']} on "
+          f"{machine.get('gpu') or machine['cpu']} ({machine['threads']} threads)")
     head = f"{'model':<22}{'params':>8}{'GFLOP/img':>11}{'img/s':>8}{'(med.)':>9}{'s/step':>8}" \
            f"{'spread':>8}{'GFLOP/s':>9}{'util':>7}"
     print(head)

@@ -9,7 +9,7 @@ import pytest
 from coco.captions import (CaptionRecord, CocoFormatError, Prompt, load_val_captions,
                            read_caption_file, sample_captions)
 
-SHARED_SAMPLE = Path("/work/shared/data/coco/captions_val2014.json_samples.json")
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco" / "captions_val2014.json_samples.json"
 
 
 def write_coco(root: Path, n_images: int = 20, captions_per_image: int = 5) -> Path:
