@@ -49,8 +49,12 @@ class Stage:
     model: torch.nn.Module
     schedule: Schedule
     aug_schedule: Schedule | None = None
-    prediction: str = "eps"
+    prediction: str | None = None     # "eps" | "v"; None: the model config's
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.prediction is None:
+            self.prediction = getattr(self.model.config, "prediction", "eps")
 
     @property
     def config(self):
