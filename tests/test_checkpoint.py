@@ -85,7 +85,7 @@ def test_round_trip_identical_weights_and_outputs(tmp_path, base_model, sr_model
     assert spec.config == model.config and not loaded.training
     assert spec.schedule == Schedule("cosine") and spec.aug_schedule == aug
     assert spec.sha256 == ck.sha256_file(path) and spec.training == TRAINING
-    assert spec.text_encoder == TE and spec.prediction == "eps"
+    assert spec.text_encoder == TE and spec.prediction == model.config.prediction
 
 
 def test_manifest_layout_keys_and_order(tmp_path, base_model, sr_model):
