@@ -152,7 +152,7 @@ def _prompts(args) -> tuple[list[dict], dict]:
     return rows, source
 
 
-def _model(args, device, configs, items):
+def load_model(args, device, configs, items):
     """The model adapter, checked (and loaded) before any generation."""
     from .adapters import AdapterError, ImagesDirAdapter, load_adapter
 
@@ -247,21 +247,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
-def prepare(args, argv: list[str], configs: list, device, dist) -> Job:
-    """Stages 1-2: check weights, prompts, model and images; open the run; reference stats."""
-    from .runner import plan_items
-    from .runs import RunDir, RunSpecError, provenance
+def open_run(run, spec: dict, record: dict, prompts: list[dict], dist) -> None:
+    """Check the spec on every rank, then rank 0 writes run.json and prompts.jsonl."""
+    from .runs import RunSpecError
 
-    _check_weights(args)  # first: a missing file stops the command before any work
-    prompts, source = _prompts(args)
-    items = plan_items(configs, prompts, 1, args.seed)
-    adapter = _model(args, device, configs, items)
-    extractor, scorer = _metrics(args, device)
-    run = RunDir(args.out)
-    spec = _spec(args, adapter, configs, prompts, extractor, scorer)
-    record = {"command": "python -m bench.coco_fid", "argv": argv, "model": adapter.describe(),
-              "prompt_source": source, "args": vars(args),
-              **provenance(device, dist.world_size), "started": _now()}
     try:
         run.check(spec)  # every rank, before rank 0 writes
     except RunSpecError as e:
@@ -272,6 +261,36 @@ def prepare(args, argv: list[str], configs: list, device, dist) -> Job:
         if not run.prompts.is_file():
             run.write_prompts(prompts)
     dist.barrier()
+
+
+def generate_images(run, adapter, configs, items, args, dist):
+    """The generation stage (resumable, sharded); marked complete by rank 0."""
+    from .runner import generate
+
+    stats = generate(run, adapter, configs, items, batch_size=args.batch_size, dist=dist,
+                     progress=not args.no_progress)
+    if dist.rank == 0:
+        run.mark_stage("generation", {"complete": True, "images": stats.total,
+                                      "skipped": stats.skipped, "seconds": round(stats.seconds, 3)})
+    return stats
+
+
+def prepare(args, argv: list[str], configs: list, device, dist) -> Job:
+    """Stages 1-2: check weights, prompts, model and images; open the run; reference stats."""
+    from .runner import plan_items
+    from .runs import RunDir, provenance
+
+    _check_weights(args)  # first: a missing file stops the command before any work
+    prompts, source = _prompts(args)
+    items = plan_items(configs, prompts, 1, args.seed)
+    adapter = load_model(args, device, configs, items)
+    extractor, scorer = _metrics(args, device)
+    run = RunDir(args.out)
+    spec = _spec(args, adapter, configs, prompts, extractor, scorer)
+    record = {"command": "python -m bench.coco_fid", "argv": argv, "model": adapter.describe(),
+              "prompt_source": source, "args": vars(args),
+              **provenance(device, dist.world_size), "started": _now()}
+    open_run(run, spec, record, prompts, dist)
     reference = _reference(args, extractor, dist)
     if dist.rank == 0:
         run.update_run(reference={"n": reference.n, "protocol": reference.protocol})
@@ -282,15 +301,10 @@ def execute(job: Job, args, dist) -> dict | None:
     """Stages 3-4: generation, metrics, summary and plot; the result on rank 0, else None."""
     from .metrics.fid import FIDMetric
     from .plots import pareto_plot
-    from .runner import generate
     from .scoring import Scorers, flatten_protocol, score_run
 
     run, progress = job.run, not args.no_progress
-    stats = generate(run, job.adapter, job.configs, job.items, batch_size=args.batch_size,
-                     dist=dist, progress=progress)
-    if dist.rank == 0:
-        run.mark_stage("generation", {"complete": True, "images": stats.total,
-                                      "skipped": stats.skipped, "seconds": round(stats.seconds, 3)})
+    stats = generate_images(run, job.adapter, job.configs, job.items, args, dist)
     protocol = {**flatten_protocol("fid", job.extractor.protocol),
                 "fid_reference_n": job.reference.n, **flatten_protocol("clip", job.scorer.protocol)}
     scorers = Scorers(lambda: FIDMetric(job.extractor, job.reference, kid=args.kid), job.scorer,

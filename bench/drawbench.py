@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .cli import add_clip_args, add_execution_args, add_sampling_args
-from .coco_fid import HelpFormatter, UserError, _device, _now, _prompts_sha256
+from .coco_fid import (HelpFormatter, UserError, _device, _now, _prompts_sha256, generate_images,
+                       load_model, open_run)
 
 EPILOG = """examples:
   # DrawBench (200 prompts, 8 images each) at the COCO headline setting
@@ -125,21 +126,6 @@ def _suite(args) -> tuple[list[dict], dict]:
     return [r.to_json() for r in records], source
 
 
-def _model(args, device, configs, items):
-    from .adapters import AdapterError, ImagesDirAdapter, load_adapter
-
-    try:
-        adapter = load_adapter(args.model, device=device, num_stages=args.num_stages,
-                               precision=args.precision, embedding_cache=args.embedding_cache)
-        if isinstance(adapter, ImagesDirAdapter):
-            adapter.check_grid(configs)
-        for config in configs:
-            adapter.check([it for it in items if it.config_key == config.config_key], config)
-    except AdapterError as e:
-        raise UserError(str(e)) from None
-    return adapter
-
-
 def _spec(args, adapter, configs, prompts, source, scorer) -> dict:
     """What determines the results; a rerun into the same --out must match it."""
     model = {"model_id": adapter.model_id}
@@ -228,8 +214,8 @@ def write_categories(run, configs, *, samples: int, seed: int) -> Path:
 def run_drawbench(args, argv: list[str]) -> dict | None:
     """Every stage; returns {rows, categories, n_images} on rank 0, else None."""
     from .metrics.clip_score import ClipScorer
-    from .runner import distributed, generate, plan_items
-    from .runs import RunDir, RunSpecError, provenance
+    from .runner import distributed, plan_items
+    from .runs import RunDir, provenance
     from .scoring import Scorers, flatten_protocol, score_run
     from .weights import WeightsNotFoundError
 
@@ -239,7 +225,7 @@ def run_drawbench(args, argv: list[str]) -> dict | None:
     device = _device(args)
     with distributed(device.type) as dist:
         items = plan_items(configs, prompts, args.samples_per_prompt, args.seed)
-        adapter = _model(args, device, configs, items)
+        adapter = load_model(args, device, configs, items)
         try:
             scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=device)
         except (WeightsNotFoundError, ValueError) as e:
@@ -249,26 +235,11 @@ def run_drawbench(args, argv: list[str]) -> dict | None:
         record = {"command": "python -m bench.drawbench", "argv": argv,
                   "model": adapter.describe(), "prompt_source": source, "args": vars(args),
                   **provenance(device, dist.world_size), "started": _now()}
-        try:
-            run.check(spec)
-        except RunSpecError as e:
-            raise UserError(str(e)) from None
-        dist.barrier()
-        if dist.rank == 0:
-            run.start(spec, record)
-            if not run.prompts.is_file():
-                run.write_prompts(prompts)
-        dist.barrier()
-        progress = not args.no_progress
-        stats = generate(run, adapter, configs, items, batch_size=args.batch_size, dist=dist,
-                         progress=progress)
-        if dist.rank == 0:
-            run.mark_stage("generation", {"complete": True, "images": stats.total,
-                                          "skipped": stats.skipped,
-                                          "seconds": round(stats.seconds, 3)})
+        open_run(run, spec, record, prompts, dist)
+        stats = generate_images(run, adapter, configs, items, args, dist)
         scorers = Scorers(None, scorer, False, flatten_protocol("clip", scorer.protocol))
         rows = score_run(run, configs, scorers, batch_size=args.batch_size, dist=dist,
-                         progress=progress)
+                         progress=not args.no_progress)
     if rows is None:
         return None
     categories = write_categories(run, configs, samples=args.bootstrap_samples,
