@@ -1,0 +1,8 @@
+"""Pairwise human rating of text-to-image systems (Imagen paper §4.2, App. E).
+
+    python -m rater serve --tasks tasks.jsonl --db ratings.db     # the Streamlit rating app
+    python -m rater analyze --db ratings.db --out DIR             # preference rates, BT, alpha
+
+store.py keeps the votes, tasks.py reads `python -m bench.drawbench pairs` task files,
+controls.py makes the control trials, app.py is the Streamlit app.
+"""
