@@ -1,0 +1,103 @@
+"""Command line of the rating app: `python -m rater serve|analyze ...`."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  python -m bench.drawbench pairs --a runs/db:w1-none-aug0-ddim64 --b runs/db:w5-dyn0.995-aug0-ddim64 \\
+      --out tasks/guidance.jsonl
+  python -m rater serve --tasks tasks/guidance.jsonl --db ratings.db --admin-token s3cret
+  python -m rater serve --tasks tasks/guidance.jsonl --db postgresql://user@host/ratings --port 8600
+  # raters open http://HOST:8501/?rater=alice ; the admin opens http://HOST:8501/?admin=1
+  python -m rater analyze --db ratings.db --out reports/human
+"""
+APP = Path(__file__).with_name("app.py")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, examples kept as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rater", description=__doc__,
+                                     epilog=EPILOG, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("serve", help="run the Streamlit rating app", epilog=EPILOG,
+                       description="Run the rating app: streamlit run rater/app.py -- ...",
+                       formatter_class=_Formatter)
+    p.add_argument("--tasks", required=True, help="tasks.jsonl of python -m bench.drawbench pairs")
+    p.add_argument("--db", default="ratings.db", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--port", type=int, default=8501, help="HTTP port")
+    p.add_argument("--address", default=None, help="address to bind (Streamlit's default: all)")
+    p.add_argument("--admin-token", default=None,
+                   help="token of the admin page at ?admin=1 (off if not given)")
+    p.add_argument("--control-rate", type=float, default=0.1,
+                   help="share of each rater's screens that are control trials")
+    p.add_argument("--seed", type=int, default=0, help="seed of screen order, sides and controls")
+    sub.add_parser("analyze", help="statistics of the votes (python -m rater analyze --help)",
+                   add_help=False)
+    return parser
+
+
+def streamlit_command(args) -> list[str]:
+    """The `streamlit run` command line equivalent to `serve` args."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+           "--server.port", str(args.port), "--server.headless", "true",
+           "--browser.gatherUsageStats", "false",
+           "--client.showErrorDetails", "false",   # no tracebacks (or paths) in raters' browsers
+           "--client.toolbarMode", "minimal"]
+    if args.address:
+        cmd += ["--server.address", args.address]
+    cmd += ["--", "--tasks", str(Path(args.tasks).resolve()), "--db", args.db,
+            "--control-rate", str(args.control_rate), "--seed", str(args.seed)]
+    if args.admin_token:
+        cmd += ["--admin-token", args.admin_token]
+    return cmd
+
+
+def serve(args) -> int:
+    from .store import VoteStore
+    from .tasks import TaskFileError, load_screens
+
+    if not 0 <= args.control_rate < 1:
+        print(f"error: --control-rate {args.control_rate} must be in [0, 1)", file=sys.stderr)
+        return 2
+    try:
+        screens = load_screens(args.tasks)
+    except TaskFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        VoteStore(args.db).close()
+    except Exception as e:  # a bad URL, a missing driver, an unwritable folder
+        print(f"error: --db {args.db}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    n = sum(len(s.questions) for s in screens)
+    print(f"{len(screens)} screens, {n} questions; votes go to {args.db}")
+    print(f"raters: http://localhost:{args.port}/?rater=ID"
+          + (f"   admin: http://localhost:{args.port}/?admin=1" if args.admin_token else ""))
+    env = dict(os.environ)
+    root = str(APP.parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else root
+    try:
+        return subprocess.call(streamlit_command(args), env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["analyze"]:
+        from . import analyze  # written alongside; imported only when asked for
+
+        return analyze.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
