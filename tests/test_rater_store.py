@@ -1,0 +1,118 @@
+"""rater.store: append-only votes, latest vote per key, concurrent writers, crash safety."""
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rater.store import APP_VERSION, CHOICES, COLUMNS, VoteStore
+
+T0 = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def vote(store, **kw):
+    args = dict(task_id="t-1", rater_id="r1", question_id="fidelity", choice="left",
+                left_system="m:a", right_system="m:b", left_label="A", right_label="B",
+                time_shown=T0, time_answered=T0 + dt.timedelta(seconds=3))
+    args.update(kw)
+    return store.record_vote(**args)
+
+
+def test_latest_vote_counts_and_history_stays(tmp_path):
+    store = VoteStore(str(tmp_path / "r.db"))
+    first = vote(store, choice="left")
+    second = vote(store, choice="right", left_system="m:b", right_system="m:a",
+                  left_label="B", right_label="A")
+    other = vote(store, question_id="alignment", choice="indifferent")
+    assert first < second < other
+    latest = store.votes()
+    assert list(latest.columns) == list(COLUMNS)
+    assert sorted(latest["id"]) == [second, other]
+    row = latest.set_index("id").loc[second]
+    assert (row.choice, row.left_system, row.shown_order) == ("right", "m:b", "B|A")
+    assert row.app_version == APP_VERSION and not row.is_control
+    assert len(store.votes(latest_only=False)) == 3
+    assert store.done_keys("r1") == {("t-1", "fidelity"), ("t-1", "alignment")}
+    assert store.done_keys("nobody") == set()
+
+
+def test_times_are_utc_and_fields_round_trip(tmp_path):
+    store = VoteStore(str(tmp_path / "r.db"))
+    plus2 = dt.timezone(dt.timedelta(hours=2))
+    vote(store, time_shown=T0.astimezone(plus2), is_control=True, control_expected="right",
+         category="Colors", prompt_id="p7", left_label="original", right_label="corrupted")
+    row = store.votes().iloc[0]
+    assert row.time_shown.to_pydatetime() == T0
+    assert (row.time_answered - row.time_shown).total_seconds() == pytest.approx(3.0)
+    assert row.is_control and row.control_expected == "right"
+    assert (row.category, row.prompt_id, row.shown_order) == ("Colors", "p7", "original|corrupted")
+
+
+def test_bad_choice_is_refused(tmp_path):
+    store = VoteStore(str(tmp_path / "r.db"))
+    with pytest.raises(ValueError, match="choice"):
+        vote(store, choice="A")
+    with pytest.raises(ValueError, match="control_expected"):
+        vote(store, control_expected="up")
+    assert CHOICES == ("left", "indifferent", "right")
+    assert store.count() == 0 and store.votes().empty
+
+
+def test_file_store_is_sqlite_in_wal_mode(tmp_path):
+    path = tmp_path / "sub" / "r.db"
+    VoteStore(str(path))
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    VoteStore(f"sqlite:///{tmp_path / 'url.db'}")  # a SQLAlchemy URL works too
+    assert (tmp_path / "url.db").is_file()
+
+
+def _writer(path: str, proc: int, n: int, barrier) -> None:
+    store = VoteStore(path)
+    barrier.wait()
+    for i in range(n):
+        vote(store, task_id=f"t-{i}", rater_id=f"rater{proc}", choice=CHOICES[i % 3])
+
+
+def test_eight_processes_100_votes_each_store_exactly_800(tmp_path):
+    path = str(tmp_path / "r.db")
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(8)
+    procs = [ctx.Process(target=_writer, args=(path, p, 100, barrier)) for p in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * 8
+    store = VoteStore(path)
+    history = store.votes(latest_only=False)
+    assert len(history) == 800 and history["id"].is_unique
+    assert sorted(set(zip(history.rater_id, history.task_id))) == sorted(
+        (f"rater{p}", f"t-{i}") for p in range(8) for i in range(100))
+    assert len(store.votes()) == 800
+
+
+def test_vote_survives_a_killed_process(tmp_path):
+    """A vote is committed when record_vote returns: SIGKILL right after loses nothing."""
+    path = tmp_path / "r.db"
+    code = textwrap.dedent(f"""
+        import datetime as dt, os, signal
+        from rater.store import VoteStore
+        s = VoteStore({str(path)!r})
+        now = dt.datetime.now(dt.timezone.utc)
+        for i in range(5):
+            s.record_vote(task_id=f"t-{{i}}", rater_id="r", question_id="q", choice="left",
+                          left_system="a", right_system="b", left_label="A", right_label="B",
+                          time_shown=now, time_answered=now)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert VoteStore(str(path)).count() == 5
