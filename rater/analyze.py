@@ -1,0 +1,258 @@
+"""Analysis of the rating app's votes: preference rates, Bradley-Terry, agreement, human Pareto.
+
+    python -m rater analyze --db ratings.db --out results/human
+
+Reads the newest vote per (rater, task, question) from the store, drops raters under the
+control threshold (counted in raters.csv and summary.json), and writes to --out:
+
+    preferences.csv    A / indifferent / B rates with 95% CIs per question, category and pair
+    bradley_terry.csv  strengths (natural log, sum-zero) with seeded bootstrap 95% CIs, ranks
+    agreement.csv      Krippendorff's alpha per question (ordinal and nominal)
+    pareto_human.csv   alignment vs fidelity preference over one reference config
+    raters.csv         votes, controls and control accuracy per rater; who was excluded
+    summary.json       counts, settings and the CI methods
+    preferences.png, bradley_terry.png, pareto_human.png
+
+The statistics and their references are in rater/stats.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+
+FILES = {"preferences": "preferences.csv", "bradley_terry": "bradley_terry.csv",
+         "agreement": "agreement.csv", "pareto_human": "pareto_human.csv",
+         "raters": "raters.csv", "summary": "summary.json",
+         "preferences_png": "preferences.png", "bradley_terry_png": "bradley_terry.png",
+         "pareto_human_png": "pareto_human.png"}
+
+EPILOG = """examples:
+  # everything, with the paper's 80% control threshold and 1000 bootstrap replicates
+  python -m rater analyze --db ratings.db --out results/human
+
+  # a team database, strictier controls, Pareto curves relative to one config
+  python -m rater analyze --db postgresql://rater@db/ratings --out results/human \\
+      --control-threshold 0.9 --reference tiny:w5-dyn0.995-aug0-ddim64
+
+  # try it on simulated raters
+  python -m rater.simulate --db /tmp/sim.db --demo
+  python -m rater analyze --db /tmp/sim.db --out /tmp/sim_results --bootstrap 200
+"""
+
+
+class UserError(Exception):
+    """Bad input the user can fix; main() prints it and exits with code 2 (STYLE §12)."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help; the description and examples keep their line breaks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rater analyze", description=__doc__,
+                                epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("--db", required=True, metavar="FILE|URL",
+                   help="the votes: a SQLite file or a SQLAlchemy URL")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the results")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="B",
+                   help="bootstrap replicates of the Bradley-Terry CIs (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--control-threshold", type=float, default=0.8, metavar="F",
+                   help="raters with a smaller share of correct control answers are excluded")
+    p.add_argument("--reference", default=None, metavar="SYSTEM",
+                   help="reference config of the Pareto curves (MODEL:CONFIG or CONFIG) and "
+                        "system B of its pairs (default: the config compared with most others)")
+    return p
+
+
+def load_votes(db_url: str) -> pd.DataFrame:
+    """The newest votes of a store; UserError when the file is missing or holds no vote."""
+    from .store import VoteStore
+
+    if "://" not in str(db_url) and not Path(db_url).is_file():
+        raise UserError(f"--db {db_url}: no such file; pass the ratings database the app "
+                        "wrote (python -m rater serve ... --db FILE)")
+    store = VoteStore(str(db_url))
+    try:
+        votes = store.votes(latest_only=True)
+    finally:
+        store.close()
+    if votes.empty:
+        raise UserError(f"--db {db_url}: the database holds no votes yet")
+    return votes
+
+
+def run_analysis(db_url: str, out_dir, *, n_boot: int = 1000, seed: int = 0,
+                 control_threshold: float = 0.8, reference: str | None = None
+                 ) -> dict[str, Path]:
+    """Analyse a vote store and write every result file (FILES) under `out_dir`.
+
+    Returns:
+        {name: path} of the files written (keys of FILES).
+    Raises:
+        UserError: a missing or empty store, bad settings, or no vote left after exclusion.
+    """
+    if n_boot < 0 or not 0 <= control_threshold <= 1:
+        raise UserError("--bootstrap must be >= 0 and --control-threshold in [0, 1]")
+    votes = load_votes(db_url)
+    raters = stats.rater_table(votes, control_threshold)
+    excluded = set(raters.loc[raters["excluded"], "rater_id"])
+    kept = votes[~votes["rater_id"].isin(excluded)]
+    oriented = stats.orient(kept, reference)
+    if oriented.empty:
+        raise UserError(f"--db {db_url}: no votes left to analyse ({len(votes)} votes, "
+                        f"{int((~votes['is_control']).sum())} of them not controls, "
+                        f"{len(excluded)} of {len(raters)} raters excluded)")
+    tables = {"preferences": stats.preference_rates(oriented),
+              "bradley_terry": stats.bradley_terry(oriented, n_boot=n_boot, seed=seed),
+              "agreement": stats.agreement(oriented),
+              "pareto_human": stats.pareto_human(oriented, reference),
+              "raters": raters}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / FILES[name] for name in FILES}
+    for name, table in tables.items():
+        table.to_csv(paths[name], index=False)
+    summary = {"n_votes": len(oriented), "n_raters": len(raters),
+               "n_excluded_raters": len(excluded), "control_threshold": control_threshold,
+               "n_boot": n_boot, "seed": seed, "ci_method": stats.CI_METHOD,
+               "app_versions": sorted(votes["app_version"].astype(str).unique()),
+               "n_votes_all": len(votes), "n_control_votes": int(votes["is_control"].sum()),
+               "reference": reference, "bt_scale": "natural log, sum-zero (mean strength 0)"}
+    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    plot_preferences(tables["preferences"], paths["preferences_png"])
+    plot_bradley_terry(tables["bradley_terry"], paths["bradley_terry_png"])
+    plot_pareto(tables["pareto_human"], paths["pareto_human_png"])
+    return paths
+
+
+# ------------------------------------------------------------------------------------ plots
+
+MAX_PANELS = 12
+COLOURS = {"a": "#4C72B0", "indifferent": "#B0B0B0", "b": "#DD8452"}
+
+
+def _figure(n_panels: int, width: float, height: float):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(2, max(1, n_panels))
+    rows = max(1, -(-n_panels // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.ravel()[n_panels:]:
+        ax.set_visible(False)
+    return plt, fig, axes.ravel()
+
+
+def _short(system: str) -> str:
+    return system if len(system) <= 40 else system[:18] + "…" + system[-21:]
+
+
+def _save(plt, fig, path: Path, empty: str | None = None) -> None:
+    if empty:
+        fig.axes[0].set_visible(True)
+        fig.axes[0].axis("off")
+        fig.axes[0].text(0.5, 0.5, empty, ha="center", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_preferences(prefs: pd.DataFrame, path: Path) -> None:
+    """Stacked A / indifferent / B bars per category, one panel per question and pair; error
+    bars are the 95% CIs of the A and B rates at their edges of the bar."""
+    groups = list(prefs.groupby(["question_id", "system_a", "system_b"], sort=True))
+    shown = groups[:MAX_PANELS]
+    n_rows = max([len(g) for _, g in shown] or [1])
+    plt, fig, axes = _figure(len(shown) or 1, 6.5, 0.9 + 0.35 * n_rows)
+    for ax, ((q, a, b), g) in zip(axes, shown):
+        g = pd.concat([g[g["category"] == "all"], g[g["category"] != "all"]])
+        y = np.arange(len(g))[::-1]
+        pa, pt, pb = (g[c].to_numpy() for c in ("p_a", "p_indifferent", "p_b"))
+        ax.barh(y, pa, color=COLOURS["a"], label="prefer A")
+        ax.barh(y, pt, left=pa, color=COLOURS["indifferent"], label="indifferent")
+        ax.barh(y, pb, left=pa + pt, color=COLOURS["b"], label="prefer B")
+        ax.errorbar(pa, y, xerr=[pa - g["p_a_lo"], g["p_a_hi"] - pa], fmt="none", c="k", lw=1)
+        ax.errorbar(1 - pb, y, xerr=[g["p_b_hi"] - pb, pb - g["p_b_lo"]], fmt="none", c="k",
+                    lw=1)
+        ax.set_yticks(y, [f"{c} (n={n})" for c, n in zip(g["category"], g["n_votes"])],
+                      fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.axvline(0.5, color="k", lw=0.5, ls=":")
+        ax.set_title(f"{q}: A = {_short(a)}\nB = {_short(b)}", fontsize=8)
+    if shown:
+        axes[0].legend(fontsize=7, loc="lower right")
+    if len(groups) > MAX_PANELS:
+        fig.suptitle(f"first {MAX_PANELS} of {len(groups)} pairs; all in preferences.csv")
+    _save(plt, fig, path, None if shown else "no votes")
+
+
+def plot_bradley_terry(bt: pd.DataFrame, path: Path) -> None:
+    """Strengths with 95% bootstrap CIs, one panel per question, strongest on top."""
+    groups = list(bt.groupby("question_id", sort=True))
+    n = max([len(g) for _, g in groups] or [1])
+    plt, fig, axes = _figure(len(groups) or 1, 6.5, 1.0 + 0.3 * n)
+    for ax, (q, g) in zip(axes, groups):
+        g = g.sort_values("strength")
+        y = np.arange(len(g))
+        s = g["strength"].to_numpy()
+        err = np.nan_to_num([s - g["ci_lo"].to_numpy(), g["ci_hi"].to_numpy() - s])
+        ax.errorbar(s, y, xerr=err, fmt="o", c=COLOURS["a"], capsize=3)
+        ax.set_yticks(y, [_short(x) for x in g["system"]], fontsize=8)
+        ax.axvline(0, color="k", lw=0.5, ls=":")
+        ax.set_xlabel("Bradley-Terry strength (natural log, mean 0)")
+        ax.set_title(q)
+    _save(plt, fig, path, None if groups else "fewer than two systems")
+
+
+def plot_pareto(pareto: pd.DataFrame, path: Path) -> None:
+    """Fidelity against alignment preference over the reference, one curve per thresholding
+    mode (points in guidance order, labelled with the weight), one panel per reference."""
+    groups = list(pareto.groupby("reference_system", sort=True))
+    plt, fig, axes = _figure(len(groups) or 1, 6.0, 5.0)
+    for ax, (ref, g) in zip(axes, groups):
+        for mode, c in g.groupby("thresholding", sort=True):
+            x, yv = c["alignment_pref"].to_numpy(), c["fidelity_pref"].to_numpy()
+            xerr = np.nan_to_num([x - c["alignment_lo"], c["alignment_hi"] - x])
+            yerr = np.nan_to_num([yv - c["fidelity_lo"], c["fidelity_hi"] - yv])
+            ax.errorbar(x, yv, xerr=xerr, yerr=yerr, fmt="o-", capsize=2, label=mode)
+            for xi, yi, w in zip(x, yv, c["guidance"]):
+                ax.annotate(f"w={w}", (xi, yi), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.plot([0.5], [0.5], "k*", ms=12, label="reference")
+        ax.axhline(0.5, color="k", lw=0.5, ls=":")
+        ax.axvline(0.5, color="k", lw=0.5, ls=":")
+        ax.set_xlabel("alignment preference over the reference")
+        ax.set_ylabel("fidelity preference over the reference")
+        ax.set_title(f"reference: {_short(ref)}", fontsize=9)
+        ax.legend(fontsize=7, title="thresholding", title_fontsize=7)
+    _save(plt, fig, path, None if groups else
+          "no configs of one model that differ only in guidance or thresholding")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        paths = run_analysis(args.db, args.out, n_boot=args.bootstrap, seed=args.seed,
+                             control_threshold=args.control_threshold, reference=args.reference)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = json.loads(paths["summary"].read_text())
+    print(f"{summary['n_votes']} votes from {summary['n_raters'] - summary['n_excluded_raters']}"
+          f" raters ({summary['n_excluded_raters']} excluded by the "
+          f"{summary['control_threshold']:.0%} control rule)")
+    print(f"results: {Path(args.out)}/ ({', '.join(FILES.values())})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
