@@ -107,6 +107,18 @@ def side_images(screen: Screen, side) -> list[bytes]:
     return [image_bytes(str(p), seed) for p in side.images]
 
 
+def show_images(images: list[bytes], side, per_row: int) -> None:
+    """A grid of images as sent: the format is kept, so Streamlit passes the bytes through
+    unchanged (no server-side JPEG re-encoding or resizing); the browser scales them."""
+    for start in range(0, len(images), per_row):
+        for col, data, path in zip(st.columns(per_row), images[start:start + per_row],
+                                   side.images[start:start + per_row]):
+            fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+            if side.system == controls.CORRUPTED:
+                fmt = "PNG"  # controls.corrupt writes PNG
+            col.image(data, width="stretch", output_format=fmt)
+
+
 def ask_rater_id() -> None:
     st.title("Image rating")
     with st.form("rater-id"):
@@ -141,10 +153,11 @@ def page_rater(cfg, store: VoteStore, screens: list[Screen]) -> None:
     li = left_index(cfg.seed, rater_id, screen.screen_id)
     st.markdown(f"**Prompt:** {screen.caption}")
     cols = st.columns(2, gap="large")
+    per_row = 1 if screen.k == 1 else 2 if screen.k <= 4 else 4
     for col, name, side in zip(cols, ("Set A", "Set B"), (screen.sides[li], screen.sides[1 - li])):
         with col:
             st.subheader(name)
-            st.image(side_images(screen, side), width=180 if screen.k > 1 else 360)
+            show_images(side_images(screen, side), side, per_row)
     st.subheader(q.text)
     for col, (label, choice, key) in zip(st.columns(3), BUTTONS):
         with col:
