@@ -298,7 +298,7 @@ def agreement(oriented: pd.DataFrame, levels=("ordinal", "nominal")) -> pd.DataF
     for q, g in oriented.groupby("question_id", sort=True):
         table = g.pivot_table(index="rater_id", columns="task_id", values="outcome",
                               aggfunc="first")
-        table = table.loc[:, table.notna().sum(0) >= 2]
+        table = table.loc[:, table.notna().sum(axis=0) >= 2]
         table = table.loc[table.notna().any(axis=1)]
         data = table.to_numpy(float)
         for level in levels:
