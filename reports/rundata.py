@@ -1,0 +1,169 @@
+"""Read one run directory (DESIGN.md "Run directory") and check what the report relies on.
+
+Every problem is a ReportInputError whose message names the file (and line) and what to do.
+Missing optional files (metrics not computed yet, no categories.csv) are not errors: the
+sections that need them are left out.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ReportInputError
+
+SUMMARY_REQUIRED = ("config_key", "guidance", "thresholding", "n_images", "clip_score")
+SUMMARY_NUMBERS = ("n_images", "fid", "kid", "kid_std", "clip_score", "clip_score_std", "seconds")
+CATEGORY_REQUIRED = ("config_key", "category", "n_prompts", "n_images", "clip_score", "ci_low",
+                     "ci_high")
+CATEGORY_NUMBERS = ("n_prompts", "n_images", "clip_score", "ci_low", "ci_high")
+PER_IMAGE_REQUIRED = ("config_key", "prompt_id", "k", "clip_cosine")
+PROMPT_REQUIRED = ("prompt_id", "text")
+SAMPLE_REQUIRED = ("config_key", "prompt_id", "k", "path")
+
+
+def read_table(path: Path, required: tuple[str, ...], numbers: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a CSV file, checked: the header has `required`, every row has every field, and
+    the `numbers` columns parse as floats (an empty cell is allowed: a metric not computed)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ReportInputError(f"{path}: missing column(s) {', '.join(missing)} in the "
+                                       f"header; regenerate the file with the benchmark command")
+            rows = []
+            for row in reader:
+                line = reader.line_num
+                if None in row or any(v is None for v in row.values()):
+                    got = len([v for v in row.values() if v is not None]) + len(row.get(None, []))
+                    raise ReportInputError(f"{path}, line {line}: expected {len(header)} fields, "
+                                           f"got {got - (1 if None in row else 0)}")
+                for c in numbers:
+                    if c in row and row[c] != "" and not _is_float(row[c]):
+                        raise ReportInputError(f"{path}, line {line}: column {c} is "
+                                               f"{row[c]!r}, not a number")
+                rows.append(row)
+    except csv.Error as e:
+        raise ReportInputError(f"{path}: not a readable CSV file ({e})") from None
+    except UnicodeDecodeError:
+        raise ReportInputError(f"{path}: not a text (UTF-8) CSV file") from None
+    return rows
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def number(value) -> float:
+    """A CSV cell as a float (NaN for an empty cell)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_jsonl_checked(path: Path, required: tuple[str, ...]) -> list[dict]:
+    """Records of a JSONL file; a malformed line other than a torn last one is an error."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):
+                continue  # a torn last line (a crash mid-append); the runner redoes that image
+            raise ReportInputError(f"{path}, line {i}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict) or any(k not in record for k in required):
+            raise ReportInputError(f"{path}, line {i}: expected an object with "
+                                   f"{', '.join(required)}")
+        out.append(record)
+    return out
+
+
+@dataclass
+class RunData:
+    """What the report reads from one run directory."""
+
+    root: Path
+    run: dict                                      # run.json
+    prompts: list[dict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+    summary: list[dict] = field(default_factory=list)
+    categories: list[dict] = field(default_factory=list)
+    per_image: list[dict] = field(default_factory=list)
+    _images: dict | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def spec(self) -> dict:
+        return self.run.get("spec", {})
+
+    @property
+    def benchmark(self) -> str:
+        return str(self.spec.get("benchmark", "unknown"))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.spec.get("model", {}).get("model_id", "unknown model"))
+
+    @property
+    def grid(self) -> list[dict]:
+        return list(self.spec.get("grid", []))
+
+    @property
+    def has_fid(self) -> bool:
+        return any(math.isfinite(number(r.get("fid"))) for r in self.summary)
+
+    def image_of(self, config_key: str, prompt_id: str, k: int = 0) -> Path | None:
+        """The file of a recorded image, or None when it is not recorded or not on disk."""
+        if self._images is None:
+            self._images = {(s["config_key"], s["prompt_id"], int(s["k"])): s["path"]
+                            for s in self.samples}
+        rel = self._images.get((config_key, prompt_id, k))
+        path = self.root / rel if rel else None
+        return path if path is not None and path.is_file() else None
+
+
+def load_run(root: str | Path) -> RunData:
+    """Read a run directory; raise ReportInputError naming the file when it is not one."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportInputError(f"{root}: not a run directory (no such folder); pass the --out "
+                               "folder of bench.coco_fid or bench.drawbench")
+    run_json = root / "run.json"
+    if not run_json.is_file():
+        raise ReportInputError(f"{run_json} is missing: {root} is not a run directory made by "
+                               "bench.coco_fid or bench.drawbench")
+    try:
+        run = json.loads(run_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReportInputError(f"{run_json}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(run, dict) or not isinstance(run.get("spec"), dict):
+        raise ReportInputError(f"{run_json}: no 'spec' object; not a run.json of this suite")
+    data = RunData(root=root, run=run)
+    metrics = root / "metrics"
+    files = [("prompts", root / "prompts.jsonl", lambda p: read_jsonl_checked(p, PROMPT_REQUIRED)),
+             ("samples", root / "samples.jsonl", lambda p: read_jsonl_checked(p, SAMPLE_REQUIRED)),
+             ("summary", metrics / "summary.csv",
+              lambda p: read_table(p, SUMMARY_REQUIRED, SUMMARY_NUMBERS)),
+             ("categories", metrics / "categories.csv",
+              lambda p: read_table(p, CATEGORY_REQUIRED, CATEGORY_NUMBERS)),
+             ("per_image", metrics / "per_image.csv",
+              lambda p: read_table(p, PER_IMAGE_REQUIRED, ("k", "clip_cosine")))]
+    for attr, path, reader in files:
+        if path.is_file():
+            setattr(data, attr, reader(path))
+    return data
