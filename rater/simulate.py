@@ -251,8 +251,9 @@ def simulate_votes(tasks: list[dict], model: PreferenceModel, raters: Raters | N
     start = start or dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     seconds = rng.lognormal(np.log(6.0), 0.5, len(v))
     done = v.assign(s=seconds).groupby("rater")["s"].cumsum().to_numpy() + 60.0 * v["rater"]
-    v["time_answered"] = pd.to_datetime(start) + pd.to_timedelta(done, unit="s")
-    v["time_shown"] = v["time_answered"] - pd.to_timedelta(seconds, unit="s")
+    answered = pd.to_datetime(start) + pd.to_timedelta(done, unit="s")
+    v["time_answered"] = answered.dt.floor("us")      # the store keeps microseconds
+    v["time_shown"] = (answered - pd.to_timedelta(seconds, unit="s")).dt.floor("us")
     v["rater_id"] = [f"sim-{i:03d}" for i in v["rater"]]
     v["app_version"] = app_version or f"{APP_VERSION}+simulated"
     v["shown_order"] = v["left_label"] + "|" + v["right_label"]

@@ -1,0 +1,99 @@
+"""python -m rater analyze end to end on a store filled by simulated raters: every file with its
+documented columns, exclusion counted, seeded results, and one clear error for bad input."""
+import json
+
+import pandas as pd
+import pytest
+
+from rater import analyze
+from rater import simulate as sim
+from rater.store import VoteStore
+
+COLUMNS = {
+    "preferences.csv": ["question_id", "category", "system_a", "system_b", "n_votes",
+                        "n_raters", "p_a", "p_a_lo", "p_a_hi", "p_indifferent",
+                        "p_indifferent_lo", "p_indifferent_hi", "p_b", "p_b_lo", "p_b_hi"],
+    "bradley_terry.csv": ["question_id", "system", "strength", "ci_lo", "ci_hi", "rank",
+                          "n_comparisons"],
+    "agreement.csv": ["question_id", "alpha", "level", "n_raters", "n_items"],
+    "pareto_human.csv": ["thresholding", "guidance", "system", "reference_system",
+                         "fidelity_pref", "fidelity_lo", "fidelity_hi", "alignment_pref",
+                         "alignment_lo", "alignment_hi", "n"],
+    "raters.csv": ["rater_id", "n_votes", "n_controls", "control_accuracy", "excluded"],
+}
+SUMMARY_KEYS = ["n_votes", "n_raters", "n_excluded_raters", "control_threshold", "n_boot",
+                "seed", "ci_method", "app_versions"]
+REF = "tiny:w3-dyn0.995-aug0-ddim64"
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """A store with simulated votes on a small guidance x thresholding grid, 2 careless raters."""
+    systems = [f"tiny:w{w}-{m}-aug0-ddim64" for m in ("none", "dyn0.995") for w in (1, 3, 8)]
+    tasks = sim.synthetic_tasks(systems, pairs="reference", reference=REF,
+                                categories=("Colors", "Text"), prompts_per_category=2)
+    model = sim.demo_model()
+    votes = sim.simulate_votes(tasks, model, sim.Raters(n_raters=6, n_careless=2,
+                                                        control_rate=0.5), seed=0)
+    path = tmp_path_factory.mktemp("ratings") / "ratings.db"
+    store = VoteStore(str(path))
+    sim.fill_store(store, votes, progress=False)
+    store.close()
+    return path
+
+
+def test_analyze_writes_every_file_with_its_columns(db, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analyze.main(["--db", str(db), "--out", str(out), "--bootstrap", "50"]) == 0
+    assert str(out) in capsys.readouterr().out
+    for name, cols in COLUMNS.items():
+        table = pd.read_csv(out / name)
+        assert list(table.columns[:len(cols)]) == cols, name
+        assert len(table) > 0, name
+    for png in ("preferences.png", "bradley_terry.png", "pareto_human.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(k in summary for k in SUMMARY_KEYS)
+    raters = pd.read_csv(out / "raters.csv")
+    assert summary["n_excluded_raters"] == raters["excluded"].sum() == 2
+    assert summary["n_raters"] == 6 and summary["n_boot"] == 50
+    assert summary["n_votes"] == raters.loc[~raters["excluded"], "n_votes"].sum()
+    prefs = pd.read_csv(out / "preferences.csv", keep_default_na=False)
+    assert {"all", "Colors", "Text"} <= set(prefs["category"])
+    assert (prefs.loc[prefs["category"] == "all", "n_votes"] == 4 * 2 * 2).all()
+    pareto = pd.read_csv(out / "pareto_human.csv")
+    assert set(pareto["reference_system"]) == {REF}
+    assert set(pareto["thresholding"]) == {"none", "dynamic:0.995"}
+
+
+def test_analyze_is_seeded_and_takes_the_reference(db, tmp_path):
+    a = analyze.run_analysis(str(db), tmp_path / "a", n_boot=30, seed=5, reference=REF)
+    b = analyze.run_analysis(str(db), tmp_path / "b", n_boot=30, seed=5, reference=REF)
+    assert set(a) == set(analyze.FILES)
+    pd.testing.assert_frame_equal(pd.read_csv(a["bradley_terry"]), pd.read_csv(b["bradley_terry"]))
+    prefs = pd.read_csv(a["preferences"])
+    assert (prefs["system_b"] == REF).all()              # the reference is always set B
+
+
+def test_control_threshold_zero_keeps_everyone(db, tmp_path):
+    paths = analyze.run_analysis(str(db), tmp_path, n_boot=0, control_threshold=0.0)
+    assert json.loads(paths["summary"].read_text())["n_excluded_raters"] == 0
+
+
+def test_missing_or_empty_store_is_one_clear_error(tmp_path, capsys):
+    missing = tmp_path / "nope.db"
+    assert analyze.main(["--db", str(missing), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and err.count("\n") == 1
+    assert not missing.exists()                          # nothing created by looking
+    empty = tmp_path / "empty.db"
+    VoteStore(str(empty)).close()
+    assert analyze.main(["--db", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "no votes" in capsys.readouterr().err
+
+
+def test_python_m_rater_dispatches_to_analyze(db, tmp_path):
+    from rater.__main__ import main
+
+    assert main(["analyze", "--db", str(db), "--out", str(tmp_path), "--bootstrap", "0"]) == 0
+    assert (tmp_path / "summary.json").is_file()
