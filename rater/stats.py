@@ -399,8 +399,7 @@ def pareto_human(oriented: pd.DataFrame, reference: str | None = None) -> pd.Dat
     for ref, members in _families(systems, reference):
         ref = ref or _hub(members, pairs)
         ref_info = parse_system(ref)
-        rows.append([ref_info["thresholding"], ref_info["guidance_label"], ref, ref,
-                     0.5, np.nan, np.nan, 0.5, np.nan, np.nan, 0, 0, 0])
+        family = []
         for s in members:
             if s == ref:
                 continue
@@ -409,8 +408,11 @@ def pareto_human(oriented: pd.DataFrame, reference: str | None = None) -> pd.Dat
             if fid[3] + ali[3] == 0:
                 continue
             info = parse_system(s)
-            rows.append([info["thresholding"], info["guidance_label"], s, ref, *fid[:3],
-                         *ali[:3], fid[3] + ali[3], fid[3], ali[3]])
+            family.append([info["thresholding"], info["guidance_label"], s, ref, *fid[:3],
+                           *ali[:3], fid[3] + ali[3], fid[3], ali[3]])
+        if family:
+            rows += [[ref_info["thresholding"], ref_info["guidance_label"], ref, ref,
+                      0.5, np.nan, np.nan, 0.5, np.nan, np.nan, 0, 0, 0]] + family
     out = pd.DataFrame(rows, columns=PARETO_COLUMNS)
     if out.empty:
         return out
