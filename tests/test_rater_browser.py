@@ -1,0 +1,126 @@
+"""End to end: serve the rating app and vote in a real headless Chromium (Python playwright).
+
+Every byte the browser receives (HTTP bodies and websocket frames) and the final page source
+are searched for the fixture systems' distinctive names, run paths and config keys.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rater.store import VoteStore
+
+from rater_fixtures import SECRETS, SYSTEM_A, SYSTEM_B, make_tasks
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is absent (Debian package chromium; make test installs it)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(base url, tasks path, db path) of `python -m rater serve` on a free port."""
+    tasks = make_tasks(tmp_path, n_prompts=2, k=2)
+    db = tmp_path / "ratings.db"
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rater", "serve", "--tasks", str(tasks), "--db", str(db),
+         "--port", str(port), "--address", "127.0.0.1", "--admin-token", "tok",
+         "--control-rate", "0.34"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("server did not start:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.3)
+        yield url, tasks, db
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)   # the serve process and the streamlit it started
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_vote_in_chromium_and_nothing_leaks(served):
+    from playwright.sync_api import sync_playwright
+
+    url, tasks, db = served
+    responses, frames = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        page.on("response", lambda r: responses.append(r))
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f)))
+        page.goto(f"{url}/?rater=alice")
+        total = 5                                  # 2 prompts x 2 questions + 1 control
+        page.get_by_text(f"0 of {total} answered").wait_for(timeout=60_000)
+        how = ["click:A", "key:b", "key:i", "click:B", "click:I"]
+        for n, action in enumerate(how):
+            page.get_by_role("button", name="I prefer set A").wait_for(timeout=30_000)
+            page.locator("img").first.wait_for(timeout=30_000)
+            kind, what = action.split(":")
+            if kind == "key":
+                page.keyboard.press(what)
+            else:
+                name = {"A": "I prefer set A", "I": "I am indifferent", "B": "I prefer set B"}[what]
+                page.get_by_role("button", name=name).click()
+            nxt = "All done" if n + 1 == total else f"{n + 1} of {total} answered"
+            page.get_by_text(nxt).first.wait_for(timeout=30_000)
+        html = page.content()
+        bodies, unread = [], 0
+        for r in responses:
+            try:
+                bodies.append((r.url, r.body()))
+            except Exception:  # redirects and aborted requests have no body
+                unread += 1
+        browser.close()
+
+    votes = VoteStore(str(db)).votes().sort_values("id")
+    assert list(votes["choice"]) == ["left", "right", "indifferent", "right", "indifferent"]
+    assert votes["is_control"].sum() == 1
+    assert set(votes.loc[~votes.is_control, "left_system"]) <= {SYSTEM_A, SYSTEM_B}
+
+    media = {f.read_bytes() for f in (tasks.parent / "media").iterdir()}
+    images = [b for u, b in bodies if "/media/" in u]
+    assert images and any(b in media for b in images)   # served as the task file's bytes
+    assert len(bodies) > 5 and unread < len(responses) // 2
+    assert frames, "no websocket frames captured"
+    everything = [html.encode()] + [b for _, b in bodies] + [
+        f.encode() if isinstance(f, str) else bytes(f) for f in frames]
+    assert any(b"a red cube number" in blob for blob in everything[1:])  # the scan sees content
+    for secret in SECRETS:
+        for blob in everything:
+            assert secret.encode() not in blob, secret
