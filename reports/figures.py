@@ -59,6 +59,13 @@ def guidance_value(label) -> tuple[float, ...]:
         return (math.inf,)
 
 
+def _err(lower: list[float], upper: list[float]) -> list[list[float]]:
+    """Error-bar lengths, 0 where a CI is missing (e.g. the reference against itself)."""
+    def clean(v):
+        return [x if math.isfinite(x) and x > 0 else 0.0 for x in v]
+    return [clean(lower), clean(upper)]
+
+
 def thumbnail(path: Path, size: int = 160) -> str:
     """A JPEG data URI of the image at `path`, its longer side at most `size` pixels."""
     from PIL import Image
@@ -165,10 +172,10 @@ def preference_figure(rows: list[dict], *, fig_id: str, title: str) -> Figure:
         ax.barh(i, a, color="#3b75af", label="prefer A" if i == 0 else None)
         ax.barh(i, ind, left=a, color="#c8c8c8", label="indifferent" if i == 0 else None)
         ax.barh(i, b, left=a + ind, color="#ef8636", label="prefer B" if i == 0 else None)
-        ax.errorbar([a], [i], xerr=[[a - number(r["p_a_lo"])], [number(r["p_a_hi"]) - a]],
+        ax.errorbar([a], [i], xerr=_err([a - number(r["p_a_lo"])], [number(r["p_a_hi"]) - a]),
                     color="black", capsize=3, linewidth=1)
         edge = 1 - b  # B's bar starts here; its CI moves this edge
-        ax.errorbar([edge], [i], xerr=[[number(r["p_b_hi"]) - b], [b - number(r["p_b_lo"])]],
+        ax.errorbar([edge], [i], xerr=_err([number(r["p_b_hi"]) - b], [b - number(r["p_b_lo"])]),
                     color="black", capsize=3, linewidth=1)
         labels.append(f"{r['category']}: {r['system_a']} (A) vs {r['system_b']} (B), "
                       f"n={r['n_votes']}")
@@ -196,10 +203,10 @@ def human_pareto_figure(rows: list[dict], *, fig_id: str) -> Figure:
         curve.sort(key=lambda r: guidance_value(r["guidance"]))
         xs = [number(r["alignment_pref"]) for r in curve]
         ys = [number(r["fidelity_pref"]) for r in curve]
-        xerr = [[x - number(r["alignment_lo"]) for x, r in zip(xs, curve)],
-                [number(r["alignment_hi"]) - x for x, r in zip(xs, curve)]]
-        yerr = [[y - number(r["fidelity_lo"]) for y, r in zip(ys, curve)],
-                [number(r["fidelity_hi"]) - y for y, r in zip(ys, curve)]]
+        xerr = _err([x - number(r["alignment_lo"]) for x, r in zip(xs, curve)],
+                    [number(r["alignment_hi"]) - x for x, r in zip(xs, curve)])
+        yerr = _err([y - number(r["fidelity_lo"]) for y, r in zip(ys, curve)],
+                    [number(r["fidelity_hi"]) - y for y, r in zip(ys, curve)])
         ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", markersize=4, capsize=2,
                     label=mode)
         for r, x, y in zip(curve, xs, ys):

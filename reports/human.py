@@ -82,13 +82,16 @@ def load_ratings(ratings: str, out_dir: Path, *, n_boot: int, seed: int) -> Huma
     if "://" not in ratings and not path.is_file():
         raise ReportInputError(f"{ratings}: no such votes database or analysis folder")
     try:
-        from rater.analyze import run_analysis
+        from rater.analyze import UserError, run_analysis
     except ImportError as e:
         raise ReportInputError(f"{ratings}: analysing a votes database needs rater.analyze "
                                f"({e}); pass an analysis folder instead") from None
     url = ratings if "://" in ratings else f"sqlite:///{path.resolve()}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_analysis(url, out_dir, n_boot=n_boot, seed=seed)
+    try:
+        run_analysis(url, out_dir, n_boot=n_boot, seed=seed)
+    except UserError as e:
+        raise ReportInputError(f"{ratings}: {e}") from None
     return read_analysis(out_dir)
 
 

@@ -132,6 +132,23 @@ def write_analysis(folder: Path) -> Path:
     return folder
 
 
+def make_votes_db(path: Path, run_name: str) -> Path:
+    """A votes database written by rater.simulate through rater.store.VoteStore: the DrawBench
+    run's configs against w1-none, 6 simulated raters (one careless), 2 categories."""
+    from rater.simulate import PreferenceModel, Raters, fill_store, simulate_votes, synthetic_tasks
+    from rater.store import VoteStore
+
+    systems = [f"{run_name}:{k}" for k in ("w1-none-aug0-ddim2", "w5-none-aug0-ddim2",
+                                           "w1-dyn0.995-aug0-ddim2", "w5-dyn0.995-aug0-ddim2")]
+    tasks = synthetic_tasks(systems, categories=("Colors", "Counting"), prompts_per_category=3,
+                            pairs="reference", reference=systems[0])
+    model = PreferenceModel({"fidelity": {systems[3]: 1.0, systems[1]: -0.5},
+                             "alignment": {systems[3]: 1.0, systems[1]: 0.8}})
+    votes = simulate_votes(tasks, model, Raters(n_raters=6, n_careless=1), seed=0)
+    fill_store(VoteStore(f"sqlite:///{path}"), votes, progress=False)
+    return path
+
+
 def build(runs, out: Path, *extra: str) -> tuple[int, str, str]:
     """Run the CLI; (exit code, stdout, stderr) captured by hand (no capsys in helpers)."""
     import contextlib
@@ -148,12 +165,12 @@ def full_report(tmp_path_factory) -> SimpleNamespace:
         w = world(tmp_path_factory)
         root = tmp_path_factory.mktemp("report_full")
         other = copy_run(w.coco, root / "coco_other", resize="pil-bilinear")
-        analysis = write_analysis(root / "analysis")
+        db = make_votes_db(root / "ratings.db", w.db.name)
         out = root / "report" / "index.html"
-        code, stdout, stderr = build([w.coco, w.db, other], out, "--ratings", str(analysis))
+        code, stdout, stderr = build([w.coco, w.db, other], out, "--ratings", str(db),
+                                     "--n-boot", "20")
         assert code == 0, stderr
-        _WORLD["full"] = SimpleNamespace(out=out, stdout=stdout, html=out.read_text(), w=w,
-                                         analysis=analysis)
+        _WORLD["full"] = SimpleNamespace(out=out, stdout=stdout, html=out.read_text(), w=w)
     return _WORLD["full"]
 
 
@@ -271,7 +288,32 @@ def test_image_grids_show_the_same_prompt_across_guidance_and_thresholding(repor
     assert len(coco) == 4  # --grid-prompts 2 of the 4 captions, in both COCO runs
 
 
-def test_human_section_from_analysis_files(report):
+def test_human_section_from_a_votes_database(report):
+    """rater.analyze ran on the simulated votes; the section shows its files' numbers."""
+    human = report.out.parent / "human"
+    summary = json.loads((human / "summary.json").read_text())
+    assert summary["n_raters"] == 6 and summary["n_boot"] == 20
+    doc = parse_html(report.html)
+    section = doc.find(".//section[@id='section-human']")
+    text = "".join(section.itertext())
+    assert f"{summary['n_excluded_raters']} (control-question accuracy below 0.8)" in text
+    prefs = read_csv(human / "preferences.csv")
+    first = prefs[0]
+    assert (f"{100 * float(first['p_a']):.1f}% [{100 * float(first['p_a_lo']):.1f}, "
+            f"{100 * float(first['p_a_hi']):.1f}]") in text
+    for q in {r["question_id"] for r in prefs}:
+        assert section.find(f".//figure[@id='fig-preferences-{q}']") is not None
+    assert section.find(".//figure[@id='fig-human-pareto']") is not None
+    assert len(read_csv(report.out.parent / "human_pareto.csv")) == \
+        len(read_csv(human / "pareto_human.csv"))
+
+
+def test_human_section_from_analysis_files(tmp_path_factory, tmp_path):
+    w = world(tmp_path_factory)
+    out = tmp_path / "r" / "index.html"
+    code, _, err = build([w.db], out, "--ratings", str(write_analysis(tmp_path / "analysis")))
+    assert code == 0, err
+    report = SimpleNamespace(out=out, html=out.read_text())
     doc = parse_html(report.html)
     section = doc.find(".//section[@id='section-human']")
     text = "".join(section.itertext())
