@@ -129,6 +129,14 @@ def _peak(device) -> dict:
                               if device.type == "cuda" else None)}
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (DataLoader workers are
+    joined at the end of each pass). Unlike wall time, it barely moves when other processes
+    share the cores, so it is the fairer comparison on a busy machine."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _sync(device) -> None:
     import torch
 
@@ -141,7 +149,8 @@ def _run_ours(spec: dict, device):
     from coco.reference import folder_stats, list_images
 
     t0 = time.perf_counter()
-    extractor = load_fid_extractor(spec["weights"], device=device)
+    extractor = load_fid_extractor(spec["weights"], device=device,
+                                   network_input=spec.get("network_input") or 299)
     setup = time.perf_counter() - t0
     files = list_images(spec["images"])
     k = spec["compare"]
@@ -239,15 +248,17 @@ def worker(spec_path: str) -> int:
     device = torch.device(spec["device"])
     with torch.inference_mode(False):
         setup, once, info = RUNNERS[spec["tool"]](spec, device)
-        seconds = []
+        seconds, cpu_seconds = [], []
         for _ in range(spec["repeats"]):
             _sync(device)
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_seconds(), time.perf_counter()
             first, mu, n = once()
             _sync(device)
             seconds.append(time.perf_counter() - t0)
+            cpu_seconds.append(_cpu_seconds() - c0)
     np.savez(spec["features_out"], first=np.asarray(first, np.float32), mu=mu)
     result = {"tool": spec["tool"], "n": int(n), "setup_s": setup, "seconds_all": seconds,
+              "cpu_seconds_all": cpu_seconds,
               **info, **_peak(device)}
     Path(spec["result_out"]).write_text(json.dumps(result))
     return 0
@@ -258,6 +269,7 @@ def run_tool(tool: str, images: Path, args, workdir: Path) -> tuple[dict, dict]:
     spec = {"tool": tool, "images": str(images), "weights": str(args.weights), "device": args.device,
             "batch_size": args.batch_size, "num_workers": args.num_workers, "repeats": args.repeats,
             "compare": args.compare, "threads": args.threads,
+            "network_input": args.network_input if tool == "ours" else None,
             "features_out": str(workdir / f"{tool}.npz"), "result_out": str(workdir / f"{tool}.json")}
     spec_path = workdir / f"{tool}.spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -269,12 +281,32 @@ def run_tool(tool: str, images: Path, args, workdir: Path) -> tuple[dict, dict]:
     if proc.returncode != 0:
         raise RuntimeError(f"the {tool} worker failed (exit {proc.returncode})")
     row = json.loads(Path(spec["result_out"]).read_text())
-    n, secs = row["n"], row["seconds_all"]
-    row.update(seconds=min(secs), images_per_s=n / min(secs),
-               images_per_s_median=n / statistics.median(secs),
-               spread=(max(secs) - min(secs)) / min(secs))
     data = np.load(spec["features_out"])
     return row, {"first": data["first"], "mu": data["mu"]}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """One tool's row from its runs (one subprocess per round): best and median wall time over
+    every pass, CPU seconds per image, the largest peak memory."""
+    row = dict(runs[0])
+    secs = [s for r in runs for s in r["seconds_all"]]
+    cpu = [c for r in runs for c in r["cpu_seconds_all"]]
+    n = row["n"]
+    row.update(seconds_all=secs, cpu_seconds_all=cpu, rounds=len(runs), seconds=min(secs),
+               images_per_s=n / min(secs), images_per_s_median=n / statistics.median(secs),
+               spread=(max(secs) - min(secs)) / min(secs), cpu_s_per_image=min(cpu) / n,
+               setup_s=min(r["setup_s"] for r in runs),
+               peak_rss_mib=max(r["peak_rss_mib"] for r in runs),
+               cuda_peak_mib=(None if row["cuda_peak_mib"] is None
+                              else max(r["cuda_peak_mib"] for r in runs)))
+    return row
+
+
+def rotated(tools: list[str], round_index: int) -> list[str]:
+    """Round r runs the tools starting from the r-th, so no tool always goes first (or last)
+    while the machine warms up or other work comes and goes."""
+    k = round_index % len(tools)
+    return tools[k:] + tools[:k]
 
 
 # ----------------------------------------------------------------------------- report
@@ -310,18 +342,19 @@ def print_table(result: dict) -> None:
     where = m.get("gpu") if m["device"].startswith("cuda") else m["cpu"]
     print(f"\nfid features: {result['spec']['n_images']} images {RESOLUTION}², batch "
           f"{result['spec']['batch_size']}, on {m['device']} ({where}, {m['threads']} threads); "
-          f"weights {result['spec']['weights_note']}")
+          f"weights {result['spec']['weights_note']}; network {result['spec']['network']}")
     head = f"{'tool':<16}{'version':>9}{'workers':>8}{'img/s':>8}{'(med.)':>8}{'s':>8}{'spread':>8}" \
-           f"{'setup s':>8}{'RSS MiB':>9}{'CUDA MiB':>9}"
+           f"{'CPU s/img':>10}{'setup s':>8}{'RSS MiB':>9}{'CUDA MiB':>9}"
     print(head)
     print("-" * len(head))
     for r in result["rows"]:
         cuda = "-" if r["cuda_peak_mib"] is None else f"{r['cuda_peak_mib']:.0f}"
         print(f"{r['tool']:<16}{r['version']:>9}{r['num_workers']:>8}{r['images_per_s']:>8.2f}"
               f"{r['images_per_s_median']:>8.2f}{r['seconds']:>8.1f}{100 * r['spread']:>7.0f}%"
-              f"{r['setup_s']:>8.1f}{r['peak_rss_mib']:>9.0f}{cuda:>9}")
+              f"{r['cpu_s_per_image']:>10.3f}{r['setup_s']:>8.1f}{r['peak_rss_mib']:>9.0f}{cuda:>9}")
     for c in result["comparisons"]:
         print(f"ours vs {c['peer']}: {c['images_per_s_ratio']:.2f}x images/s, "
+              f"{c['cpu_per_image_ratio']:.2f}x fewer CPU seconds per image, "
               f"{c['peak_rss_ratio']:.2f}x peak RSS")
     t = result["target"]
     if t:
@@ -376,10 +409,15 @@ def add_fid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per tool (default: torch's)")
     p.add_argument("--peers", type=_peer_list, default=[],
                    help="comma list of clean-fid,torch-fidelity (default: none)")
-    p.add_argument("--repeats", type=int, default=1, help="timed passes over the folder per tool")
+    p.add_argument("--repeats", type=int, default=1, help="timed passes over the folder per tool and round")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds of one fresh process per tool, in rotated order (best and median over all)")
     p.add_argument("--compare", type=int, default=64, help="images whose features are compared")
     p.add_argument("--memory-sizes", type=_sizes, default=[],
                    help="comma list of N (e.g. 2000,10000): peak memory of ours on --make N folders")
+    p.add_argument("--network-input", type=int, default=299,
+                   help="ours' InceptionV3 input size: 299 is the FID protocol; a smaller one (>= 75) "
+                        "only makes --memory-sizes runs cheaper and cannot be combined with --peers")
     p.add_argument("--out", default="runs/perf/fid.json", help="JSON results file")
 
 
@@ -387,12 +425,16 @@ def cmd_fid(args) -> int:
     """Time ours (and the peers) on one folder, print the table, write the JSON."""
     import torch
 
-    for flag in ("batch_size", "repeats"):
+    for flag in ("batch_size", "repeats", "rounds"):
         if getattr(args, flag) < 1:
             print(f"bench.perf fid: --{flag.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
     if args.num_workers < 0 or (args.make is not None and args.make < 2 and not args.images):
         print("bench.perf fid: --num-workers must be >= 0 and --make >= 2", file=sys.stderr)
+        return 2
+    if args.network_input != 299 and (args.peers or args.network_input < 75):
+        print("bench.perf fid: --network-input other than 299 is for memory runs of ours alone "
+              "(>= 75, without --peers)", file=sys.stderr)
         return 2
     missing = missing_peers(args.peers)
     if missing:
@@ -410,11 +452,17 @@ def cmd_fid(args) -> int:
                         "calibrated): the real FID weights cannot be downloaded here")
     images = Path(args.images) if args.images else make_images(args.make, args.seed)
 
-    rows, feats = [], {}
+    tools = ["ours"] + args.peers
+    runs, feats = {t: [] for t in tools}, {}
     with tempfile.TemporaryDirectory(prefix="perf_fid_") as tmp:
-        for tool in ["ours"] + args.peers:
-            rows_tool, feats[tool] = run_tool(tool, images, args, Path(tmp))
-            rows.append(rows_tool)
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            for tool in rotated(tools, r):
+                sub = Path(tmp) / f"round{r}"
+                sub.mkdir(exist_ok=True)
+                row, feats[tool] = run_tool(tool, images, args, sub)
+                runs[tool].append(row)
+        rows = [summarize(runs[t]) for t in tools]
         mem_rows = []
         if args.memory_sizes:
             saved = args.repeats, args.compare
@@ -424,12 +472,14 @@ def cmd_fid(args) -> int:
                 sub = Path(tmp) / f"mem-{n}"
                 sub.mkdir()
                 r, _ = run_tool("ours", folder, args, sub)
+                r = summarize([r])
                 mem_rows.append({"n": r["n"], "peak_rss_mib": r["peak_rss_mib"],
                                  "cuda_peak_mib": r["cuda_peak_mib"], "images_per_s": r["images_per_s"]})
             args.repeats, args.compare = saved
 
     ours = rows[0]
     comparisons = [{"peer": r["tool"], "images_per_s_ratio": ours["images_per_s"] / r["images_per_s"],
+                    "cpu_per_image_ratio": r["cpu_s_per_image"] / ours["cpu_s_per_image"],
                     "peak_rss_ratio": ours["peak_rss_mib"] / r["peak_rss_mib"]} for r in rows[1:]]
     target = None
     if comparisons:
@@ -446,7 +496,8 @@ def cmd_fid(args) -> int:
         "benchmark": "fid",
         "spec": {**{k: v for k, v in vars(args).items() if k != "func"}, "images": str(images),
                  "n_images": ours["n"], "resolution": RESOLUTION, "feature": "pool3 (2048)",
-                 "network": "torch-fidelity inception-v3-compat", "weights_note": weights_note},
+                 "network": f"torch-fidelity inception-v3-compat, input {args.network_input}²",
+                 "weights_note": weights_note},
         "machine": machine_info(args.device),
         "rows": rows,
         "comparisons": comparisons,

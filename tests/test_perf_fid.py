@@ -21,7 +21,7 @@ def test_fid_benchmark_writes_rows_and_matches_torch_fidelity(tmp_path, monkeypa
     out = tmp_path / "perf" / "fid.json"
     rc = perf_fid.main(["--make", "8", "--weights", str(weights), "--batch-size", "4",
                         "--num-workers", "0", "--device", "cpu", "--peers", "torch-fidelity",
-                        "--compare", "8", "--out", str(out)])
+                        "--compare", "8", "--rounds", "2", "--out", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())
     assert result["benchmark"] == "fid" and result["spec"]["n_images"] == 8
@@ -29,6 +29,8 @@ def test_fid_benchmark_writes_rows_and_matches_torch_fidelity(tmp_path, monkeypa
     for row in result["rows"]:
         assert row["n"] == 8 and row["images_per_s"] > 0 and row["seconds"] > 0
         assert row["peak_rss_mib"] > 0 and row["cuda_peak_mib"] is None
+        assert row["rounds"] == 2 and len(row["seconds_all"]) == len(row["cpu_seconds_all"]) == 2
+        assert row["seconds"] == min(row["seconds_all"]) and row["cpu_s_per_image"] > 0
     (comp,) = result["comparisons"]
     assert comp["peer"] == "torch-fidelity" and comp["images_per_s_ratio"] > 0
     assert result["target"]["peer"] == "torch-fidelity" and result["target"]["target"] == 1.0
@@ -49,7 +51,19 @@ def test_missing_peer_is_a_user_error(tmp_path, monkeypatch, capsys):
     assert err.count("\n") == 1 and "clean-fid" in err and "pip install clean-fid" in err
 
 
+def test_small_network_input_is_only_for_memory_runs_of_ours(capsys):
+    assert perf_fid.main(["--make", "8", "--network-input", "75", "--peers", "torch-fidelity"]) == 2
+    assert "--network-input" in capsys.readouterr().err
+
+
 def test_unknown_peer_is_rejected():
     with pytest.raises(SystemExit) as e:
         perf_fid.main(["--peers", "pytorch-fid"])
     assert e.value.code == 2
+
+
+def test_rounds_rotate_the_order_of_the_tools():
+    tools = ["ours", "clean-fid", "torch-fidelity"]
+    orders = [perf_fid.rotated(tools, r) for r in range(3)]
+    assert [o[0] for o in orders] == tools  # each tool goes first once
+    assert all(sorted(o) == sorted(tools) for o in orders)
