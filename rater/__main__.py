@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-rate", type=float, default=0.1,
                    help="share of each rater's screens that are control trials")
     p.add_argument("--seed", type=int, default=0, help="seed of screen order, sides and controls")
+    p.add_argument("--min-answer-s", type=float, default=0.3,
+                   help="answers sooner than this after a question appears are dropped "
+                   "(double clicks)")
     sub.add_parser("analyze", help="statistics of the votes (python -m rater analyze --help)",
                    add_help=False)
     return parser
@@ -53,7 +56,8 @@ def streamlit_command(args) -> list[str]:
     if args.address:
         cmd += ["--server.address", args.address]
     cmd += ["--", "--tasks", str(Path(args.tasks).resolve()), "--db", args.db,
-            "--control-rate", str(args.control_rate), "--seed", str(args.seed)]
+            "--control-rate", str(args.control_rate), "--seed", str(args.seed),
+            "--min-answer-s", str(args.min_answer_s)]
     if args.admin_token:
         cmd += ["--admin-token", args.admin_token]
     return cmd

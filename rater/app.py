@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-rate", type=float, default=0.1,
                    help="share of each rater's screens that are control trials")
     p.add_argument("--seed", type=int, default=0, help="seed of screen order, sides and controls")
+    p.add_argument("--min-answer-s", type=float, default=0.3,
+                   help="answers sooner than this after a question appears are dropped "
+                   "(double clicks)")
     return p
 
 
@@ -85,11 +88,17 @@ def _utcnow() -> dt.datetime:
 def record(store: VoteStore, cfg, rater_id: str, screen: Screen, q, choice: str) -> None:
     """Button callback: one vote, committed before the next screen is drawn."""
     answered = st.session_state.setdefault("answered", set())
-    if (rater_id, q.task_id, q.question_id) in answered:  # a double click on a stale button
+    if (rater_id, q.task_id, q.question_id) in answered:
+        return
+    shown = st.session_state.get("shown", {}).get((q.task_id, q.question_id))
+    # The buttons keep their keys from screen to screen (Streamlit re-binds keyboard shortcuts
+    # unreliably when button keys change), so a second click sent before the next screen was
+    # drawn arrives here as an answer to that next screen: drop answers faster than a person.
+    if shown is None or (_utcnow() - shown).total_seconds() < cfg.min_answer_s:
+        st.session_state["too_fast"] = True
         return
     li = left_index(cfg.seed, rater_id, screen.screen_id)
     left, right = screen.sides[li], screen.sides[1 - li]
-    shown = st.session_state.get("shown", {}).get((q.task_id, q.question_id), _utcnow())
     store.record_vote(
         task_id=q.task_id, rater_id=rater_id, question_id=q.question_id, choice=choice,
         left_system=left.system, right_system=right.system, left_label=left.label,
@@ -149,6 +158,8 @@ def page_rater(cfg, store: VoteStore, screens: list[Screen]) -> None:
         st.success("All done - thank you!")
         return
     screen, q = todo
+    if st.session_state.pop("too_fast", False):
+        st.toast("Please look at the images before answering.")
     st.session_state.setdefault("shown", {}).setdefault((q.task_id, q.question_id), _utcnow())
     li = left_index(cfg.seed, rater_id, screen.screen_id)
     st.markdown(f"**Prompt:** {screen.caption}")
@@ -161,7 +172,7 @@ def page_rater(cfg, store: VoteStore, screens: list[Screen]) -> None:
     st.subheader(q.text)
     for col, (label, choice, key) in zip(st.columns(3), BUTTONS):
         with col:
-            st.button(label, key=f"vote:{q.task_id}:{q.question_id}:{choice}", shortcut=key,
+            st.button(label, key=f"vote:{choice}", shortcut=key,
                       on_click=record, args=(store, cfg, rater_id, screen, q, choice),
                       width="stretch")
     st.caption("Keys: A = set A, I = indifferent, B = set B.")

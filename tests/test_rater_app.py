@@ -28,7 +28,8 @@ def tasks(tmp_path):
 
 
 def make_app(monkeypatch, tasks, db, rater=None, *extra):
-    monkeypatch.setattr(sys, "argv", ["app.py", "--tasks", str(tasks), "--db", str(db), *extra])
+    monkeypatch.setattr(sys, "argv", ["app.py", "--tasks", str(tasks), "--db", str(db),
+                                      "--min-answer-s", "0", *extra])
     at = AppTest.from_file(APP, default_timeout=30)
     if rater:
         at.query_params["rater"] = rater
@@ -66,19 +67,20 @@ def assert_blind(at):
         assert secret.encode() not in page
 
 
-def vote_through(at, choices, limit=100):
+def vote_through(at, db, choices, limit=100):
     """Click buttons until done; returns [(task_id, question_id, choice, left ids, right ids)]."""
     seen = []
     for i in range(limit):
         if not at.button:
             return seen
         assert_blind(at)
-        _, task_id, question_id, _ = at.button[0].key.split(":")
         left, right = shown(at)
         n = choices[i % len(choices)]
-        seen.append((task_id, question_id, ("left", "indifferent", "right")[n], left, right))
         at.button[n].click().run()
         assert not at.exception
+        last = VoteStore(str(db)).votes(latest_only=False).iloc[-1]   # the vote just cast
+        seen.append((last.task_id, last.question_id, ("left", "indifferent", "right")[n],
+                     left, right))
     raise AssertionError("never finished")
 
 
@@ -91,7 +93,7 @@ def test_flow_records_what_was_shown(monkeypatch, tmp_path, tasks):
     assert at.query_params["rater"] == "alice"
     assert [b.label for b in at.button] == list(LABELS)
     assert [b.proto.shortcut.upper() for b in at.button] == ["A", "I", "B"]
-    seen = vote_through(at, [0, 2, 1])
+    seen = vote_through(at, db, [0, 2, 1])
     assert at.success and "All done" in at.success[0].value
     votes = VoteStore(str(db)).votes().set_index(["task_id", "question_id"])
     assert len(seen) == len(votes) == 6 + 1               # 3 prompts x 2 questions + 1 control
@@ -121,17 +123,25 @@ def test_resume_and_never_the_same_task_twice(monkeypatch, tmp_path, tasks):
     at = make_app(monkeypatch, tasks, db, "bob", "--control-rate", "0")
     first = []
     for _ in range(3):
-        _, task_id, qid, _ = at.button[0].key.split(":")
-        first.append((task_id, qid))
         at.button[2].click().run()
+        last = VoteStore(str(db)).votes(latest_only=False).iloc[-1]
+        first.append((last.task_id, last.question_id))
     again = make_app(monkeypatch, tasks, db, "bob", "--control-rate", "0")   # a new session
     assert "3 of 6 answered" in again.get("progress")[0].proto.text
-    rest = vote_through(again, [1])
+    rest = vote_through(again, db, [1])
     assert len(rest) == 3 and not {(t, q) for t, q, *_ in rest} & set(first)
     store = VoteStore(str(db))
     assert len(store.votes(latest_only=False)) == 6 and len(store.done_keys("bob")) == 6
     done = make_app(monkeypatch, tasks, db, "bob", "--control-rate", "0")
     assert not done.button and "All done" in done.success[0].value
+
+
+def test_answers_faster_than_a_person_are_dropped(monkeypatch, tmp_path, tasks):
+    db = tmp_path / "r.db"
+    at = make_app(monkeypatch, tasks, db, "fred", "--min-answer-s", "60")   # last flag wins
+    at.button[0].click().run()
+    assert VoteStore(str(db)).count() == 0 and "0 of" in at.get("progress")[0].proto.text
+    assert at.toast
 
 
 def test_sides_are_a_seeded_coin_per_rater_and_screen(tasks):
@@ -263,7 +273,7 @@ def test_cli(monkeypatch, tmp_path, tasks, capsys):
     assert cmd[cmd.index("--server.port") + 1] == "9999" and cmd[3] == "run"
     assert cmd[cmd.index("--") + 1:] == ["--tasks", str(tasks.resolve()), "--db", "x.db",
                                          "--control-rate", "0.1", "--seed", "0",
-                                         "--admin-token", "tok"]
+                                         "--min-answer-s", "0.3", "--admin-token", "tok"]
     fake = types.ModuleType("rater.analyze")
     fake.main = lambda argv: 7 if argv == ["--db", "r.db"] else 1
     monkeypatch.setitem(sys.modules, "rater.analyze", fake)

@@ -71,6 +71,14 @@ def served(tmp_path):
         log.close()
 
 
+def idle(page) -> None:
+    """Wait until the script run behind the page has finished (no "Running" status widget)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=30_000)
+    page.get_by_text("Keys: A = set A").click()   # focus the page, not a stale button
+    page.wait_for_timeout(400)   # a person's minimum: faster answers are dropped (--min-answer-s)
+
+
 def test_vote_in_chromium_and_nothing_leaks(served):
     from playwright.sync_api import sync_playwright
 
@@ -91,6 +99,7 @@ def test_vote_in_chromium_and_nothing_leaks(served):
         for n, action in enumerate(how):
             page.get_by_role("button", name="I prefer set A").wait_for(timeout=30_000)
             page.locator("img").first.wait_for(timeout=30_000)
+            idle(page)
             kind, what = action.split(":")
             if kind == "key":
                 page.keyboard.press(what)
