@@ -39,7 +39,7 @@ from imagen_ref.diffusion import Schedule
 from imagen_ref.guidance import make_denoiser
 from imagen_ref.samplers import sample_ddim, time_grid
 
-from . import peers, perf_fid
+from . import peers, perf_fid, perf_votes
 
 # Perf configs as overrides of `tiny-base` (text_dim 384, MiniLM-L6), used until configs.py
 # registers them; a name in imagen_ref.configs.CONFIGS takes precedence.
@@ -452,6 +452,8 @@ SUBCOMMANDS = {
     "sampling": (add_sampling_args, cmd_sampling, "images/s and s/step of text-to-image sampling"),
     "fid": (perf_fid.add_fid_args, perf_fid.cmd_fid,
             "FID feature extraction images/s and peak memory, beside clean-fid and torch-fidelity"),
+    "votes": (perf_votes.add_votes_args, perf_votes.cmd_votes,
+              "rating-app vote latency (median, p99) with concurrent simulated raters"),
 }
 
 EPILOG = """examples:

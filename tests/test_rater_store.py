@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -116,3 +117,15 @@ def test_vote_survives_a_killed_process(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == -signal.SIGKILL, res.stderr
     assert VoteStore(str(path)).count() == 5
+
+
+def test_vote_latency_benchmark_writes_its_numbers(tmp_path, capsys):
+    from bench import perf_votes
+
+    out = tmp_path / "votes.json"
+    assert perf_votes.main(["--raters", "3", "--votes", "4", "--mode", "threads",
+                            "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["votes"] == 12 and 0 < row["median_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert "p99" in capsys.readouterr().out
+    assert perf_votes.main(["--raters", "0"]) == 2
