@@ -8,6 +8,7 @@ analysis CSVs) and lays them out; it computes no metric. Modules:
     tables    table records, number formatting, CSV output
     figures   matplotlib figures and image thumbnails as data URIs
     sections  the provenance, COCO, DrawBench and image-grid sections
+    calibration  the calibration-world section (calibration_world.checks files) and statement
     compare   side-by-side comparison of runs, with protocol checks
     build     assemble the sections into one self-contained HTML file
 """

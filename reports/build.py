@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .calibration import calibration_section, calibration_statement
 from .compare import compare_section
 from .human import human_section, load_ratings
 from .rundata import RunData, load_run
@@ -38,7 +39,8 @@ def _env():
 
 def build_sections(runs: list[RunData], human=None, *, grid_prompts: int = 2) -> list[dict]:
     """The sections that have data, in reading order."""
-    sections = [provenance_section(runs), coco_section(runs), drawbench_section(runs)]
+    sections = [provenance_section(runs), coco_section(runs), drawbench_section(runs),
+                calibration_section(runs)]
     if human is not None:
         sections.append(human_section(human))
     sections += [grids_section(runs, grid_prompts), compare_section(runs)]
@@ -77,7 +79,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, ratings: str | 
     html = _env().get_template("report.html").render(
         title=title or "Evaluation report: " + ", ".join(r.name for r in runs),
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
-        sections=sections, runs=runs, generated=now,
+        sections=sections, runs=runs, generated=now, calibration=calibration_statement(runs),
         ratings=Path(ratings).name if ratings else None)
     _write_atomic(out, html)
     return Report(out, [s["id"] for s in sections], csv_files)
