@@ -4,7 +4,9 @@ Runs store the raw cosine; the reported score is 100 · mean(max(cos, 0)) (the p
 Hessel et al. 2021 with w = 100; notes/eval_anchors.md §0.5). Captions longer than the text
 tower's context are truncated by the tokenizer (keeping the end-of-text token) and counted.
 Default model: ViT-L-14 with OpenAI's weights; any open_clip name works with a pretrained tag,
-a local weights file, or `local-dir:` / `hf-hub:` names.
+a local weights file, or `local-dir:` / `hf-hub:` names. `ClipScorer("calibration-world")` gives
+the calibration world's bundled tower on frozen MiniLM (calibration_world.models.WorldClipScorer,
+the same interface).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..weights import file_sha256, resolve_clip_weights
+from ..weights import CALIBRATION_WORLD, file_sha256, resolve_clip_weights
 
 
 def clip_score(cosines) -> float:
@@ -39,6 +41,17 @@ def _token_count(tokenizer, text: str) -> int | None:
 
 class ClipScorer:
     """open_clip image and text towers, loaded from local weights only."""
+
+    def __new__(cls, model_name: str = "ViT-L-14", *args, **kwargs):
+        """`ClipScorer("calibration-world", ...)` is a WorldClipScorer (same interface), so every
+        caller selects it with --clip-model alone."""
+        if cls is ClipScorer and model_name == CALIBRATION_WORLD:
+            from calibration_world.models import WorldClipScorer
+
+            scorer = object.__new__(WorldClipScorer)  # not a ClipScorer: __init__ is not rerun
+            scorer.__init__(model_name, *args, **kwargs)
+            return scorer
+        return object.__new__(cls)
 
     def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
                  device: str | torch.device = "cpu", cache_dir: str | None = None):

@@ -27,7 +27,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..weights import OFFICIAL_INCEPTION_SHA256_PREFIX, file_sha256, resolve_inception_weights
+from ..weights import (CALIBRATION_WORLD, OFFICIAL_INCEPTION_SHA256_PREFIX, file_sha256,
+                       resolve_inception_weights)
 
 RESOLUTION = 256                      # evaluation resolution (Imagen's COCO FID, §3)
 RESIZE = "pil-bicubic-center-crop"    # step 1 above
@@ -117,7 +118,9 @@ def load_fid_extractor(weights_path: str | Path | None = None, *, device: str | 
     """The FID feature extractor with local weights (never downloads).
 
     Args:
-        weights_path: torch-fidelity Inception weights; None looks in torch.hub's cache.
+        weights_path: torch-fidelity Inception weights; None looks in torch.hub's cache;
+            "calibration-world" is the calibration world's bundled feature network (its own
+            resolution and dims; the other arguments must stay at their defaults).
         device: where the network runs.
         resolution: the evaluation resolution of protocol step 1.
         dims: feature layer, 2048 (pool3, the FID standard) or 64/192/768 (tests: the
@@ -130,6 +133,8 @@ def load_fid_extractor(weights_path: str | Path | None = None, *, device: str | 
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
+    if weights_path is not None and str(weights_path) == CALIBRATION_WORLD:
+        return _calibration_world_extractor(device, resolution, dims, network_input)
     path = resolve_inception_weights(weights_path)
     try:
         network = FrechetInceptionDistance(feature=dims, feature_extractor_weights_path=str(path),
@@ -139,6 +144,16 @@ def load_fid_extractor(weights_path: str | Path | None = None, *, device: str | 
     if network_input != NETWORK_INPUT:
         network.INPUT_IMAGE_SIZE = int(network_input)
     return FeatureExtractor(network, path, device=torch.device(device), resolution=resolution, dims=dims)
+
+
+def _calibration_world_extractor(device, resolution: int, dims: int, network_input: int):
+    """calibration_world.models.WorldFeatureExtractor: same interface, its own protocol."""
+    if (resolution, dims, network_input) != (RESOLUTION, FEATURE_DIMS, NETWORK_INPUT):
+        raise ValueError(f"the {CALIBRATION_WORLD} feature network has a fixed resolution and "
+                         "feature size: drop --fid-dims (and resolution / network_input)")
+    from calibration_world.models import WorldFeatureExtractor
+
+    return WorldFeatureExtractor(resolve_inception_weights(CALIBRATION_WORLD), device=torch.device(device))
 
 
 class _Precomputed(nn.Module):
