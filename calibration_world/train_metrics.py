@@ -189,8 +189,9 @@ def train_features(recipe: dict, progress: bool = True) -> tuple[FeatureNet, dic
     x_train, x_val = render_batch(train, res, progress), render_batch(val, res, progress)
     y_train, y_val = _stack_targets(train), _stack_targets(val)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # noqa: the entry point's seed: parameter initialisation
-    net = FeatureNet(cfg)
+    with torch.random.fork_rng(devices=[]):  # the seed sets the initial parameters only
+        torch.manual_seed(seed)
+        net = FeatureNet(cfg)
     opt, sched = _optimizer(net, recipe)
     bs, losses = recipe["batch_size"], []
     for step in tqdm(range(recipe["steps"]), desc="features", disable=not progress):
@@ -290,8 +291,9 @@ def train_clip(recipe: dict, progress: bool = True) -> tuple[ClipTower, dict]:
     tokens, masks = encode_captions(texts, cfg.max_tokens, progress=progress)
     t_data = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # noqa: the entry point's seed: parameter initialisation
-    model = ClipTower(cfg)
+    with torch.random.fork_rng(devices=[]):  # the seed sets the initial parameters only
+        torch.manual_seed(seed)
+        model = ClipTower(cfg)
     opt, sched = _optimizer(model, recipe)
     bs, losses = recipe["batch_size"], []
     for step in tqdm(range(recipe["steps"]), desc="clip", disable=not progress):
