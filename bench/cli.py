@@ -5,21 +5,53 @@ from __future__ import annotations
 import argparse
 
 
-def add_sampling_args(p: argparse.ArgumentParser, *, guidance: str, thresholding: str,
-                      guidance_help: str = "", aug_help: str = "") -> argparse._ArgumentGroup:
-    """The sampling grid: comma lists of guidance weights, modes and aug levels, and the sampler."""
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help; the description and examples keep their line breaks. A flag whose
+    default is None (filled in after parsing, see `fill_defaults`) says its default itself."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def two_defaults(paper, world) -> str:
+    """Help text of a flag whose default depends on the data: the paper's, or the world's."""
+    return f" (default: {paper}; on a calibration world: {world})"
+
+
+def fill_defaults(args: argparse.Namespace, values: dict) -> dict:
+    """Set every flag of `values` that was left out (None) to its value; returns those set."""
+    filled = {}
+    for name, value in values.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+            filled[name] = value
+    return filled
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, guidance: str | None,
+                      thresholding: str | None, steps: int | None = 64, guidance_help: str = "",
+                      thresholding_help: str = "", steps_help: str = "",
+                      aug_help: str = "") -> argparse._ArgumentGroup:
+    """The sampling grid: comma lists of guidance weights, modes and aug levels, and the sampler.
+
+    A default of None leaves the flag to be filled in after parsing (`fill_defaults`); its
+    `*_help` then says what the default is.
+    """
     grid = p.add_argument_group("sampling grid (shared benchmark flags)")
     grid.add_argument("--guidance", default=guidance, metavar="W,...",
                       help="comma list of guidance weights; a/b gives per-stage weights (base/SR)"
                       + guidance_help)
     grid.add_argument("--thresholding", default=thresholding, metavar="MODE,...",
-                      help="comma list of modes: none, static, dynamic:P, dynamic:P:CAP")
+                      help="comma list of modes: none, static, dynamic:P, dynamic:P:CAP"
+                      + thresholding_help)
     grid.add_argument("--aug-level", default="0", metavar="A,...",
                       help="comma list of SR noise-augmentation levels" + aug_help)
     grid.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
                       help="sampler of every stage (not stated in the paper)")
-    grid.add_argument("--steps", type=int, default=64, help="denoising steps per stage (not stated "
-                      "in the paper)")
+    grid.add_argument("--steps", type=int, default=steps, help="denoising steps per stage (not "
+                      "stated in the paper)" + steps_help)
     grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
     return grid
 
@@ -41,9 +73,12 @@ def add_execution_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return run
 
 
-def add_clip_args(group) -> None:
-    """--clip-model and --clip-pretrained (open_clip)."""
-    group.add_argument("--clip-model", default="ViT-L-14", metavar="NAME",
-                       help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO)")
+def add_clip_args(group, *, model: str | None = "ViT-L-14", model_help: str = "") -> None:
+    """--clip-model and --clip-pretrained (open_clip; `calibration-world`: the bundled tower)."""
+    group.add_argument("--clip-model", default=model, metavar="NAME",
+                       help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO), or "
+                       "calibration-world (the calibration world's bundled CLIP-style tower)"
+                       + model_help)
     group.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
-                       help="open_clip pretrained tag or a local weights file")
+                       help="open_clip pretrained tag or a local weights file (calibration-world: "
+                       "a tower file, else the bundled one)")

@@ -11,6 +11,12 @@ Stages (each resumes: rerun the same command after a crash or kill):
   2. reference statistics of the COCO images (cached, named by their protocol);
   3. generation of every (config, prompt) image, sharded over torchrun ranks;
   4. metrics from the image files, then summary.csv and pareto.png.
+
+With no arguments it runs offline on a CPU in minutes: the bundled tiny cascade on the
+calibration world (made once in the cache), with the world's own feature network and CLIP-style
+tower and a small grid. Any --coco-root that is not a calibration world keeps the paper's
+defaults (30K captions, 13 weights x 3 modes, Inception, ViT-L-14/openai); run.json records
+which defaults were used (calibration_world/defaults.py has the rule).
 """
 from __future__ import annotations
 
@@ -21,10 +27,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import add_clip_args, add_execution_args, add_sampling_args
+from .cli import (HelpFormatter, add_clip_args, add_execution_args, add_sampling_args,
+                  fill_defaults, two_defaults)
 from .sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
 
+# The paper's protocol: what a flag left out means on real data (Inception: the torch.hub cache).
+PAPER = {"num_samples": 30000, "guidance": PAPER_GUIDANCE, "thresholding": PAPER_THRESHOLDING,
+         "steps": 64, "clip_model": "ViT-L-14"}
+
 EPILOG = """examples:
+  # no arguments: the bundled cascade on the calibration world, offline, a few minutes on a CPU
+  python -m bench.coco_fid
+
   # the paper's sweep: 30K COCO val2014 captions, 13 guidance weights x 3 thresholding modes
   python -m bench.coco_fid --model ckpt/ --coco-root /data/coco --out runs/coco_sweep
 
@@ -43,33 +57,40 @@ EPILOG = """examples:
 """
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help; the description and examples keep their line breaks."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.coco_fid", description=__doc__, epilog=EPILOG,
                                 formatter_class=HelpFormatter)
-    p.add_argument("--model", required=True, metavar="CKPT|images:DIR",
-                   help="imagen_ref checkpoint directory, or images:DIR of rendered images")
-    p.add_argument("--coco-root", required=True, metavar="DIR",
-                   help="COCO folder with annotations/captions_val2014.json and val2014/")
+    p.add_argument("--model", default=None, metavar="CKPT|images:DIR",
+                   help="imagen_ref checkpoint directory, or images:DIR of rendered images "
+                   "(default: the bundled calibration-world cascade)")
+    p.add_argument("--coco-root", default=None, metavar="DIR",
+                   help="COCO folder with annotations/captions_val2014.json and val2014/ "
+                   "(default: the calibration world, made once in $IMAGEN_BENCH_CACHE/"
+                   "calibration_world or ~/.cache/imagen_bench/calibration_world; a folder with "
+                   "world.json is a calibration world and gets its defaults)")
     p.add_argument("--out", default="runs/coco_fid", metavar="DIR",
                    help="run directory (resumed if it exists)")
-    p.add_argument("--num-samples", type=int, default=30000, metavar="N",
-                   help="captions (= images per config); with --captions, the first N of the file")
+    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+                   help="captions (= images per config); with --captions, the first N of the file"
+                   + two_defaults(PAPER["num_samples"], cw_default("num_samples")))
     p.add_argument("--captions", default=None, metavar="FILE",
                    help="CSV (caption|prompt|text column) or text file of prompts instead of COCO")
     p.add_argument("--caption-seed", type=int, default=0, help="seed of the random caption draw")
-    add_sampling_args(p, guidance=PAPER_GUIDANCE, thresholding=PAPER_THRESHOLDING,
+    add_sampling_args(p, guidance=None, thresholding=None, steps=None,
+                      guidance_help=two_defaults(PAPER_GUIDANCE, cw_default("guidance")),
+                      thresholding_help=two_defaults(PAPER_THRESHOLDING, cw_default("thresholding")),
+                      steps_help=two_defaults(PAPER["steps"], cw_default("steps")),
                       aug_help=" (paper: 0 gives the best FID)")
     add_execution_args(p)
     met = p.add_argument_group("metrics")
     met.add_argument("--inception-weights", default=None, metavar="PATH",
-                     help="torch-fidelity InceptionV3 weights file (default: TORCH_HOME cache)")
+                     help="torch-fidelity InceptionV3 weights file, or calibration-world (the "
+                     "world's bundled feature network) (default: the TORCH_HOME cache copy; on a "
+                     "calibration world: calibration-world)")
     met.add_argument("--fid-dims", type=int, choices=[64, 192, 768, 2048], default=2048,
                      help="Inception feature layer of FID (2048 = the standard pool3 features)")
-    add_clip_args(met)
+    add_clip_args(met, model=None, model_help=two_defaults(PAPER["clip_model"],
+                                                           cw_default("clip_model")))
     met.add_argument("--kid", action="store_true", help="also report KID")
     met.add_argument("--reference-limit", type=int, default=None, metavar="N",
                      help="use only the first N reference images (paper: the full val2014 set)")
@@ -79,8 +100,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cw_default(name: str):
+    """The calibration-world default of a flag (calibration_world/defaults.py)."""
+    from calibration_world.defaults import COCO_FID
+
+    return COCO_FID[name]
+
+
 class UserError(Exception):
     """Bad input the user can fix; main() prints it and exits with code 2 (STYLE §12)."""
+
+
+def default_model() -> str:
+    """`--model` left out: the bundled cascade, or a UserError when this checkout lacks it."""
+    from calibration_world.defaults import bundled_cascade
+
+    try:
+        path = bundled_cascade()
+    except ImportError:  # a checkout from before the cascade was bundled
+        raise UserError("this checkout has no bundled calibration-world cascade; pass --model "
+                        "CKPT") from None
+    if not (path / "cascade.json").is_file():
+        raise UserError(f"the bundled calibration-world cascade is missing ({path}/cascade.json); "
+                        "reinstall the package, or pass --model CKPT")
+    return str(path)
+
+
+def resolve_defaults(args, *, progress: bool = True) -> dict:
+    """Fill in the flags left out (the rule: calibration_world/defaults.py).
+
+    Returns run.json's "defaults" (which set, the values filled in) and, on a calibration world,
+    "world".
+    """
+    from calibration_world import defaults as cw
+
+    filled = {}
+    if args.model is None:
+        args.model = filled["model"] = default_model()
+    if args.coco_root is None:
+        try:
+            args.coco_root = filled["coco_root"] = str(cw.ensure_world(progress=progress))
+        except (OSError, ValueError) as e:
+            raise UserError(f"the calibration world could not be made: {e}") from None
+    world = cw.is_world(args.coco_root)
+    filled.update(fill_defaults(args, {**PAPER, **cw.COCO_FID} if world else PAPER))
+    record = {"defaults": {"set": "calibration-world" if world else "paper", "filled": filled}}
+    if world:
+        record["world"] = cw.world_record(args.coco_root, filled)
+    return record
 
 
 def _grid(args) -> list:
@@ -275,7 +342,7 @@ def generate_images(run, adapter, configs, items, args, dist):
     return stats
 
 
-def prepare(args, argv: list[str], configs: list, device, dist) -> Job:
+def prepare(args, argv: list[str], configs: list, device, dist, extra: dict | None = None) -> Job:
     """Stages 1-2: check weights, prompts, model and images; open the run; reference stats."""
     from .runner import plan_items
     from .runs import RunDir, provenance
@@ -289,7 +356,7 @@ def prepare(args, argv: list[str], configs: list, device, dist) -> Job:
     spec = _spec(args, adapter, configs, prompts, extractor, scorer)
     record = {"command": "python -m bench.coco_fid", "argv": argv, "model": adapter.describe(),
               "prompt_source": source, "args": vars(args),
-              **provenance(device, dist.world_size), "started": _now()}
+              **provenance(device, dist.world_size), "started": _now(), **(extra or {})}
     open_run(run, spec, record, prompts, dist)
     reference = _reference(args, extractor, dist)
     if dist.rank == 0:
@@ -324,10 +391,11 @@ def run_coco_fid(args, argv: list[str]) -> dict | None:
     from .runner import distributed
 
     t0 = time.perf_counter()
+    extra = resolve_defaults(args, progress=not args.no_progress)
     configs = _grid(args)
     device = _device(args)
     with distributed(device.type) as dist:
-        job = prepare(args, argv, configs, device, dist)
+        job = prepare(args, argv, configs, device, dist, extra)
         result = execute(job, args, dist)
     if result is not None:
         job.run.update_run(finished=_now(), wall_seconds=round(time.perf_counter() - t0, 3))
@@ -346,6 +414,9 @@ def main(argv=None) -> int:
         return 0
     print(f"{result['n_images']} images, {len(result['rows'])} configs in "
           f"{time.perf_counter() - start:.0f} s")
+    if args.coco_root and Path(args.coco_root, "world.json").is_file():
+        print("calibration-world numbers (synthetic shapes, bundled metric networks): not "
+              "comparable with COCO")
     print(f"results: {Path(args.out) / 'metrics' / 'summary.csv'}"
           f"{'  plot: ' + str(result['pareto']) if result['pareto'] else ''}")
     return 0

@@ -12,6 +12,12 @@ Stages (each resumes: rerun the same command after a crash or kill):
   1. CLIP weights, the prompt suite, the checkpoint or images are checked before any work;
   2. generation of every (config, prompt, k) image;
   3. CLIP cosines per image, then summary.csv and categories.csv.
+
+With no arguments it runs offline on a CPU in minutes: the bundled tiny cascade on the
+calibration world's prompts.csv (its categories are the world's skills: Colors, Counting,
+Positional, Binding, Conflicting), scored by the world's CLIP-style tower, few prompts, images
+and steps. A --prompts file inside a calibration world (a folder with world.json) gets the same
+defaults; any other suite keeps the paper-style ones. run.json records which were used.
 """
 from __future__ import annotations
 
@@ -22,11 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import add_clip_args, add_execution_args, add_sampling_args
-from .coco_fid import (HelpFormatter, UserError, _device, _now, _prompts_sha256, generate_images,
+from .cli import (HelpFormatter, add_clip_args, add_execution_args, add_sampling_args,
+                  fill_defaults, two_defaults)
+from .coco_fid import (UserError, _device, _now, _prompts_sha256, default_model, generate_images,
                        load_model, open_run)
 
+# Flags left out on a named suite or a prompt file that is not a calibration world's.
+PAPER = {"samples_per_prompt": 8, "guidance": "1.35/8",
+         "thresholding": "dynamic:0.995", "steps": 64, "clip_model": "ViT-L-14"}
+
 EPILOG = """examples:
+  # no arguments: the bundled cascade on the calibration world's prompts, offline, on a CPU
+  python -m bench.drawbench
+
   # DrawBench (200 prompts, 8 images each) at the COCO headline setting
   python -m bench.drawbench --model ckpt/ --out runs/drawbench
 
@@ -54,33 +68,79 @@ OVERALL = "overall"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.drawbench", description=__doc__,
                                 epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("--model", required=True, metavar="CKPT|images:DIR",
+    p.add_argument("--model", default=None, metavar="CKPT|images:DIR",
                    help="imagen_ref checkpoint directory, or images:DIR "
-                   "(DIR/[<config_key>/]<prompt_id>/<k>.png)")
-    p.add_argument("--prompts", default="drawbench", metavar="drawbench|parti|FILE",
+                   "(DIR/[<config_key>/]<prompt_id>/<k>.png) (default: the bundled "
+                   "calibration-world cascade)")
+    p.add_argument("--prompts", default=None, metavar="drawbench|parti|FILE",
                    help="suite name (cached copy, downloaded on first use), drawbench:PATH, "
-                   "parti:PATH, or a CSV/TSV/JSONL file with a text column")
+                   "parti:PATH, or a CSV/TSV/JSONL file with a text column (default: the "
+                   "calibration world's prompts.csv, the world made once in the cache; "
+                   "`--prompts drawbench` for DrawBench)")
     p.add_argument("--prompts-cache", default=None, metavar="DIR",
                    help="download cache of the named suites (default: $IMAGEN_BENCH_CACHE/prompts "
                    "or ~/.cache/imagen_bench/prompts)")
     p.add_argument("--out", default="runs/drawbench", metavar="DIR",
                    help="run directory (resumed if it exists)")
-    p.add_argument("--samples-per-prompt", type=int, default=8, metavar="K",
-                   help="images per prompt (the paper's raters compared sets of 8)")
+    p.add_argument("--samples-per-prompt", type=int, default=None, metavar="K",
+                   help="images per prompt (the paper's raters compared sets of 8)"
+                   + two_defaults(PAPER["samples_per_prompt"], cw_default("samples_per_prompt")))
     p.add_argument("--limit-per-category", type=int, default=None, metavar="N",
-                   help="only the first N prompts of each category")
+                   help="only the first N prompts of each category (default: all; on a "
+                   f"calibration world: {cw_default('limit_per_category')})")
     p.add_argument("--categories", default=None, metavar="NAME,...",
                    help="comma list of categories (default: all)")
-    add_sampling_args(p, guidance="1.35/8", thresholding="dynamic:0.995",
+    add_sampling_args(p, guidance=None, thresholding=None, steps=None,
                       guidance_help="; the paper states no DrawBench setting, the default is its "
-                      "COCO headline one")
+                      "COCO headline one" + two_defaults(PAPER["guidance"], cw_default("guidance")),
+                      thresholding_help=two_defaults(PAPER["thresholding"],
+                                                     cw_default("thresholding")),
+                      steps_help=two_defaults(PAPER["steps"], cw_default("steps")))
     add_execution_args(p)
     met = p.add_argument_group("metrics")
-    add_clip_args(met)
+    add_clip_args(met, model=None, model_help=two_defaults(PAPER["clip_model"],
+                                                           cw_default("clip_model")))
     met.add_argument("--bootstrap-samples", type=int, default=1000, metavar="B",
                      help="bootstrap resamples of the prompts for the 95%% CIs")
     met.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap")
     return p
+
+
+def cw_default(name: str):
+    """The calibration-world default of a flag (calibration_world/defaults.py)."""
+    from calibration_world.defaults import DRAWBENCH
+
+    return DRAWBENCH[name]
+
+
+def world_of(prompts: str) -> Path | None:
+    """The calibration world a --prompts value lies in (a file in a folder with world.json)."""
+    from calibration_world.defaults import is_world
+
+    folder = Path(prompts.split(":", 1)[1] if prompts.startswith("drawbench:") else prompts).parent
+    return folder if is_world(folder) else None
+
+
+def resolve_defaults(args, *, progress: bool = True) -> dict:
+    """Fill in the flags left out (the rule: calibration_world/defaults.py); returns run.json's
+    "defaults" and, on a calibration world, "world"."""
+    from calibration_world import defaults as cw
+
+    filled = {}
+    if args.model is None:
+        args.model = filled["model"] = default_model()
+    if args.prompts is None:
+        try:
+            root = cw.ensure_world(progress=progress)
+        except (OSError, ValueError) as e:
+            raise UserError(f"the calibration world could not be made: {e}") from None
+        args.prompts = filled["prompts"] = str(root / "prompts.csv")
+    world = world_of(args.prompts)
+    filled.update(fill_defaults(args, {**PAPER, **cw.DRAWBENCH} if world else PAPER))
+    record = {"defaults": {"set": "calibration-world" if world else "paper", "filled": filled}}
+    if world:
+        record["world"] = cw.world_record(world, filled)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +280,7 @@ def run_drawbench(args, argv: list[str]) -> dict | None:
     from .weights import WeightsNotFoundError
 
     t0 = time.perf_counter()
+    extra = resolve_defaults(args, progress=not args.no_progress)
     configs = _check(args)
     prompts, source = _suite(args)
     device = _device(args)
@@ -234,7 +295,7 @@ def run_drawbench(args, argv: list[str]) -> dict | None:
         spec = _spec(args, adapter, configs, prompts, source, scorer)
         record = {"command": "python -m bench.drawbench", "argv": argv,
                   "model": adapter.describe(), "prompt_source": source, "args": vars(args),
-                  **provenance(device, dist.world_size), "started": _now()}
+                  **provenance(device, dist.world_size), "started": _now(), **extra}
         open_run(run, spec, record, prompts, dist)
         stats = generate_images(run, adapter, configs, items, args, dist)
         scorers = Scorers(None, scorer, False, flatten_protocol("clip", scorer.protocol))
@@ -267,6 +328,9 @@ def main(argv=None) -> int:
         return 0
     print(f"{result['n_images']} images, {len(result['rows'])} configs in "
           f"{time.perf_counter() - start:.0f} s")
+    if world_of(args.prompts):
+        print("calibration-world numbers (synthetic shapes, bundled metric networks): not "
+              "comparable with DrawBench")
     print(f"results: {result['categories']}  summary: {Path(args.out) / 'metrics' / 'summary.csv'}")
     return 0
 

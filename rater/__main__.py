@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 EPILOG = """examples:
+  python -m rater serve      # the rating tasks of `make demo` (runs/demo/tasks/tasks.jsonl)
   python -m bench.drawbench pairs --a runs/db:w1-none-aug0-ddim64 --b runs/db:w5-dyn0.995-aug0-ddim64 \\
       --out tasks/guidance.jsonl
   python -m rater serve --tasks tasks/guidance.jsonl --db ratings.db --admin-token s3cret
@@ -29,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the Streamlit rating app", epilog=EPILOG,
                        description="Run the rating app: streamlit run rater/app.py -- ...",
                        formatter_class=_Formatter)
-    p.add_argument("--tasks", required=True, help="tasks.jsonl of python -m bench.drawbench pairs")
+    p.add_argument("--tasks", default=None,
+                   help="tasks.jsonl of python -m bench.drawbench pairs (default: the tasks "
+                   "`make demo` wrote, runs/demo/tasks/tasks.jsonl)")
     p.add_argument("--db", default="ratings.db", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--port", type=int, default=8501, help="HTTP port")
     p.add_argument("--address", default=None, help="address to bind (Streamlit's default: all)")
@@ -67,6 +70,14 @@ def serve(args) -> int:
     from .store import VoteStore
     from .tasks import TaskFileError, load_screens
 
+    if args.tasks is None:
+        from calibration_world.defaults import demo_layout
+
+        args.tasks = str(demo_layout()["tasks"])
+        if not Path(args.tasks).is_file():
+            print(f"error: no --tasks given and no demo tasks in {args.tasks}: run `make demo` "
+                  "first, or pass --tasks FILE", file=sys.stderr)
+            return 2
     if not 0 <= args.control_rate < 1:
         print(f"error: --control-rate {args.control_rate} must be in [0, 1)", file=sys.stderr)
         return 2

@@ -1,0 +1,280 @@
+"""`make demo`: every stage of the suite on the calibration world, offline, on a CPU.
+
+    python -m calibration_world.demo --out runs/demo
+
+  1. world      the calibration world (made once in the cache, see calibration_world/defaults.py)
+  2. sweep      bench.coco_fid: the bundled cascade over guidance x thresholding on the world's
+                val captions; FID-style distance with the world's feature network, CLIP-style
+                score with the world's tower, on the same noise in every config
+  3. checks     calibration_world.checks on the sweep: oracle accuracy per skill against w = 1
+                (McNemar), saturation, CLIP-style AUC, the degradation ladder
+  4. drawbench  bench.drawbench on the world's prompts.csv (categories = skills), two configs
+  5. db-checks  the oracle on the DrawBench-style run (per category)
+  6. pairs      rating tasks: the two DrawBench-style configs side by side
+  7. raters     simulated raters (rater.simulate) answer them through the vote store; they are
+                not people: alignment preferences follow each config's oracle accuracy, fidelity
+                preferences its share of saturated pixels
+  8. analyze    python -m rater analyze: preference rates, Bradley-Terry, agreement
+  9. report     bench.report: one HTML file, which says these are calibration-world numbers
+
+Every stage resumes: a rerun skips what is complete (the benchmarks skip finished images).
+runs/demo/demo.json records the settings and each stage's seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from . import defaults as cw
+
+EPILOG = """examples:
+  python -m calibration_world.demo                       # = make demo, into runs/demo
+  python -m calibration_world.demo --num-samples 120 --steps 24 --out runs/demo_big
+  # a toy run in seconds (a few images per config; the statistics mean little)
+  python -m calibration_world.demo --out /tmp/toy --num-samples 4 --guidance 0,1,3 \\
+      --thresholding static --steps 2 --db-limit 1 --n-real 8 --world-val 16
+"""
+
+
+class DemoError(Exception):
+    """A stage failed; its own message was printed above."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help; the description and examples keep their line breaks."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calibration_world.demo", description=__doc__,
+                                epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("--out", default=str(cw.DEMO_OUT), metavar="DIR", help="demo folder")
+    p.add_argument("--model", default=None, metavar="CKPT",
+                   help="cascade checkpoint (default: the bundled calibration-world cascade)")
+    p.add_argument("--world", default=None, metavar="DIR",
+                   help="calibration world folder (default: the one in the cache, made once)")
+    p.add_argument("--world-val", type=int, default=cw.DEFAULT_WORLD.n_val, metavar="N",
+                   help="val images of a world made here (captions and FID reference)")
+    sweep = p.add_argument_group("sweep (bench.coco_fid)")
+    sweep.add_argument("--guidance", default="0,1,3,5,8", metavar="W,...", help="guidance weights")
+    sweep.add_argument("--thresholding", default="none,static,dynamic:0.995", metavar="MODE,...",
+                       help="thresholding modes")
+    sweep.add_argument("--num-samples", type=int, default=80, metavar="N",
+                       help="captions per config (the same captions and noise in every config)")
+    sweep.add_argument("--steps", type=int, default=16, help="DDIM steps per stage")
+    sweep.add_argument("--num-stages", type=int, default=None,
+                       help="sample only the first N stages (default: all)")
+    db = p.add_argument_group("DrawBench-style run and raters")
+    db.add_argument("--db-guidance", default="1,5", metavar="W,W",
+                    help="the two guidance weights compared (dynamic:0.995 thresholding)")
+    db.add_argument("--db-limit", type=int, default=4, metavar="N", help="prompts per skill")
+    db.add_argument("--db-samples", type=int, default=2, metavar="K", help="images per prompt")
+    db.add_argument("--raters", type=int, default=20, help="simulated raters (2 careless)")
+    chk = p.add_argument_group("checks and execution")
+    chk.add_argument("--n-real", type=int, default=400, metavar="N",
+                     help="world images of the degradation ladder")
+    chk.add_argument("--batch-size", type=int, default=16, help="images per model call")
+    chk.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    chk.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# stages: each returns when its files exist; `call` runs a command's main() in this process
+
+
+def call(main, argv: list[str], what: str) -> None:
+    """Run a command's main(argv); a non-zero exit code stops the demo."""
+    code = main([str(a) for a in argv])
+    if code != 0:
+        raise DemoError(f"{what} failed (exit code {code}); fix the error above and rerun: "
+                        "finished stages are kept")
+
+
+def _common(args) -> list[str]:
+    out = ["--batch-size", args.batch_size]
+    out += ["--device", args.device] if args.device else []
+    out += ["--num-stages", args.num_stages] if args.num_stages else []
+    return out + (["--no-progress"] if args.no_progress else [])
+
+
+def stage_world(args, paths) -> Path:
+    if args.world:
+        world = Path(args.world)
+        if not cw.is_world(world):
+            world = cw.ensure_world(world, _world_spec(args), progress=not args.no_progress)
+        return world
+    return cw.ensure_world(None, _world_spec(args), progress=not args.no_progress)
+
+
+def _world_spec(args) -> cw.WorldSpec:
+    return cw.WorldSpec(n_val=args.world_val, n_train=min(cw.DEFAULT_WORLD.n_train, args.world_val))
+
+
+def stage_sweep(args, paths, world: Path) -> None:
+    from bench.coco_fid import main
+
+    call(main, ["--model", args.model, "--coco-root", world, "--out", paths["coco_fid"],
+                "--num-samples", args.num_samples, "--guidance", args.guidance,
+                "--thresholding", args.thresholding, "--steps", args.steps, *_common(args)],
+         "bench.coco_fid")
+
+
+def _checked(run: Path, world: bool) -> bool:
+    names = ["oracle_summary.csv", "saturation.csv"] + (["degradations.csv"] if world else [])
+    summary = run / "metrics" / "summary.csv"
+    return all((run / "metrics" / n).is_file()
+               and (run / "metrics" / n).stat().st_mtime >= summary.stat().st_mtime for n in names)
+
+
+def stage_checks(args, run: Path, world: Path | None) -> None:
+    from .checks import main
+
+    if _checked(run, world is not None):
+        return
+    argv = [run, "--n-real", args.n_real] + (["--world", world] if world else [])
+    call(main, argv + (["--no-progress"] if args.no_progress else []), "calibration checks")
+
+
+def db_configs(args) -> list:
+    from bench.sampling import build_grid
+
+    configs = build_grid(args.db_guidance, "dynamic:0.995", "0", "ddim", args.steps)
+    if len(configs) != 2:
+        raise DemoError(f"--db-guidance {args.db_guidance!r}: give two different weights")
+    return configs
+
+
+def stage_drawbench(args, paths, world: Path) -> None:
+    from bench.drawbench import main
+
+    call(main, ["--model", args.model, "--prompts", world / "prompts.csv",
+                "--out", paths["drawbench"], "--guidance", args.db_guidance,
+                "--thresholding", "dynamic:0.995", "--steps", args.steps,
+                "--samples-per-prompt", args.db_samples, "--limit-per-category", args.db_limit,
+                *_common(args)], "bench.drawbench")
+
+
+def stage_pairs(args, paths) -> None:
+    from bench.pairs import main
+
+    if paths["tasks"].is_file():
+        return
+    a, b = (f"{paths['drawbench']}:{c.config_key}" for c in db_configs(args))
+    call(main, ["--a", a, "--b", b, "--k", args.db_samples, "--out", paths["tasks"]],
+         "bench.drawbench pairs")
+
+
+def preferences(run: Path) -> dict:
+    """The simulated raters' preference model (rater.simulate --model): per system, alignment
+    strength = logit of its oracle all-right accuracy, fidelity = -10 x its saturated share."""
+    from bench.runs import read_csv
+
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    model_id = info["spec"]["model"]["model_id"]
+    strengths: dict[str, dict[str, float]] = {"alignment": {}, "fidelity": {}}
+    for r in read_csv(run / "metrics" / "oracle_summary.csv"):
+        if r["skill"] == "all_right" and r["accuracy"] not in ("", "nan"):
+            acc = min(max(float(r["accuracy"]), 0.02), 0.98)
+            strengths["alignment"][f"{model_id}:{r['config_key']}"] = math.log(acc / (1 - acc))
+    for r in read_csv(run / "metrics" / "saturation.csv"):
+        strengths["fidelity"][f"{model_id}:{r['config_key']}"] = -10 * float(r["saturated_fraction"])
+    return {"tie": 0.5, "strengths": strengths,
+            "note": "simulated raters: alignment follows the oracle, fidelity the saturation"}
+
+
+def stage_raters(args, paths) -> None:
+    from rater.simulate import main
+
+    done = paths["votes"].with_suffix(".done")
+    if done.is_file():
+        return
+    for p in paths["votes"].parent.glob(paths["votes"].name + "*"):  # a half-written store
+        p.unlink()
+    model = paths["votes"].with_name("simulated_preferences.json")
+    model.write_text(json.dumps(preferences(paths["drawbench"]), indent=2) + "\n", encoding="utf-8")
+    call(main, ["--db", paths["votes"], "--tasks", paths["tasks"], "--model", model,
+                "--raters", args.raters, "--careless", min(2, args.raters - 1)], "rater.simulate")
+    done.write_text("complete\n", encoding="utf-8")
+
+
+def stage_analyze(args, paths) -> None:
+    from rater.analyze import main
+
+    call(main, ["--db", paths["votes"], "--out", paths["human"]], "rater analyze")
+
+
+def stage_report(args, paths) -> None:
+    from bench.report import main
+
+    call(main, [paths["coco_fid"], paths["drawbench"], "--ratings", paths["human"],
+                "--out", paths["report"], "--title", "Calibration world: the bundled tiny cascade"],
+         "bench.report")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def run_demo(args) -> dict:
+    """Every stage in order; returns demo.json's record (settings, seconds per stage)."""
+    from bench.coco_fid import UserError, default_model
+
+    paths = cw.demo_layout(args.out)
+    paths["coco_fid"].parent.mkdir(parents=True, exist_ok=True)
+    if args.model is None:
+        try:
+            args.model = default_model()
+        except UserError as e:
+            raise DemoError(str(e)) from None
+    record = {"settings": {k: v for k, v in vars(args).items()}, "stages": {}}
+    world = None
+
+    def timed(name: str, fn, *a):
+        print(f"\n== demo stage {len(record['stages']) + 1}/9: {name}", flush=True)
+        t = time.perf_counter()
+        result = fn(*a)
+        record["stages"][name] = round(time.perf_counter() - t, 1)
+        paths["summary"].write_text(json.dumps(record, indent=2, default=str) + "\n",
+                                    encoding="utf-8")
+        return result
+
+    world = timed("world", stage_world, args, paths)
+    record["world"] = str(world)
+    timed("sweep", stage_sweep, args, paths, world)
+    timed("checks", stage_checks, args, paths["coco_fid"], world)
+    timed("drawbench", stage_drawbench, args, paths, world)
+    timed("db-checks", stage_checks, args, paths["drawbench"], None)
+    timed("pairs", stage_pairs, args, paths)
+    timed("raters", stage_raters, args, paths)
+    timed("analyze", stage_analyze, args, paths)
+    timed("report", stage_report, args, paths)
+    return record
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if min(args.num_samples, args.steps, args.db_limit, args.db_samples) < 1 or args.raters < 2:
+        print("error: --num-samples, --steps, --db-limit and --db-samples must be at least 1, "
+              "--raters at least 2", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        record = run_demo(args)
+    except DemoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    total = time.perf_counter() - start
+    paths = cw.demo_layout(args.out)
+    print("\ndemo stages (s): " + ", ".join(f"{k} {v:g}" for k, v in record["stages"].items())
+          + f"; total {total:.0f} s")
+    print(cw.STATEMENT)
+    print(f"report: {paths['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
