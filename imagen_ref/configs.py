@@ -94,6 +94,19 @@ CONFIGS: dict[str, Config] = {
     "tiny-sr": EfficientUNetConfig(
         image_size=64, lowres_size=32, channels=(16, 32, 64, 128), num_res_blocks=(1, 1, 2, 2),
         emb_dim=64, text_dim=384, ctx_dim=128, prediction="v"),
+    # The calibration world's bundled cascade (calibration_world/recipes/cascade.json), trained on
+    # 2 CPU cores. Text attention at every resolution, 32x32 included: which object goes left
+    # is decided per pixel, and the pooled MiniLM vectors of "A left of B" and "B left of A"
+    # are nearly equal (notes/calibration_feasibility.md), so only token-level attention can
+    # tell them apart. v-prediction keeps the first unthresholded DDIM step sound (no 1/alpha_t
+    # amplification of the network's error where almost no signal is left).
+    "calworld-base-32": UNetConfig(
+        image_size=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+        attn_resolutions=(32, 16, 8), head_dim=32, emb_dim=128, text_dim=384, ctx_dim=128,
+        prediction="v"),
+    "calworld-sr-64": EfficientUNetConfig(
+        image_size=64, lowres_size=32, channels=(16, 32, 64, 128), num_res_blocks=(1, 1, 2, 2),
+        emb_dim=64, text_dim=384, ctx_dim=128, prediction="v"),
 }
 
 

@@ -60,6 +60,7 @@ class TrainArgs:
     data: str = ""                      # COCO root or folder of image + .txt pairs
     out: str = ""                       # checkpoint directory (shared by all stages)
     steps: int = 1000                   # total optimizer steps (a resumed run continues to it)
+    max_minutes: float = 0.0            # stop (and save) after this much training time; 0: no limit
     batch_size: int = 16                # images per optimizer step per process, per micro-batch
     lr: float = 1e-4                    # peak learning rate (paper: 1e-4)
     warmup_steps: int = 10000           # linear warmup from 0 (paper: 10k)
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data", required=True, help="COCO root (annotations/ + train2014/) or image+.txt folder")
     a("--out", required=True, help="checkpoint directory; the stage is added to its cascade.json")
     a("--steps", type=int, default=d.steps, help="total optimizer steps")
+    a("--max-minutes", type=float, default=d.max_minutes,
+      help="time budget: stop at the first log step past it and save (0: no limit)")
     a("--batch-size", type=int, default=d.batch_size, help="images per micro-batch per process")
     a("--lr", type=float, default=d.lr, help="peak learning rate")
     a("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
@@ -175,6 +178,8 @@ def check_args(args: TrainArgs) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= args.cond_drop_prob <= 1.0:
         raise UsageError("--cond-drop-prob must be in [0, 1]")
+    if args.max_minutes < 0:
+        raise UsageError("--max-minutes must be >= 0 (0: no limit)")
     if not 0.0 <= args.ema_decay < 1.0:
         raise UsageError("--ema-decay must be in [0, 1)")
     if not args.out:
@@ -315,7 +320,7 @@ def training_meta(run: Run) -> dict:
             "grad_clip": a.grad_clip, "batch_size": a.batch_size, "grad_accum": a.grad_accum,
             "world_size": run.d.world_size, "precision": a.precision,
             "cond_drop_prob": a.cond_drop_prob, "seed": a.seed, "data": run.data_info,
-            "last_loss": run.last_loss}
+            "last_loss": run.last_loss, "max_minutes": a.max_minutes}
 
 
 def gather_rng(run: Run) -> dict[str, torch.Tensor]:
@@ -420,6 +425,16 @@ def log_record(run: Run, losses: list[float], seconds: float, images: int) -> di
             "images_per_s": images / max(seconds, 1e-9), "seconds": seconds}
 
 
+def out_of_time(run: Run, seconds: float) -> bool:
+    """Whether --max-minutes has passed; every rank gets rank 0's answer (they stop together)."""
+    if run.args.max_minutes <= 0:
+        return False
+    late = torch.tensor(float(seconds > 60.0 * run.args.max_minutes), device=run.d.device)
+    if run.d.world_size > 1:
+        dist.broadcast(late, src=0)
+    return bool(late)
+
+
 def fit(run: Run, batches) -> list[float]:
     """Train to --steps with logging and periodic checkpoints; returns this rank's losses."""
     a, d = run.args, run.d
@@ -442,6 +457,11 @@ def fit(run: Run, batches) -> list[float]:
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(log_path, "a") as f:
                     f.write(json.dumps(rec) + "\n")
+            if out_of_time(run, rec["seconds"]):
+                if main_rank:
+                    print(f"note: --max-minutes {a.max_minutes:g} reached at step {run.step} "
+                          f"of {a.steps}; saving", file=sys.stderr)
+                break
         if a.save_every and run.step % a.save_every == 0 and run.step < a.steps:
             save_checkpoint(run)
     bar.close()

@@ -1,0 +1,184 @@
+"""Oracle scores of a cascade on held-out world captions, per skill, across guidance x thresholding.
+
+Every setting samples the same captions from the same per-image noise (seed derived from the
+base seed and the caption's index), so settings can be compared pair by pair (e.g. McNemar
+against w = 1). Rows are per image; `summarize` gives per-setting rates.
+
+    python -m calibration_world.evaluate --cascade DIR --out runs/cw_eval
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from imagen_ref.device import derive_seed
+
+from .captions import caption
+from .dataset import split_scenes
+from .oracle import Oracle
+
+SKILL_FIELDS = ("color", "count", "shape", "binding", "relation_axis", "relation_order",
+                "relation", "all_right")
+SATURATED = 0.98  # |x| at or above this (in [-1, 1]) counts as a saturated pixel value
+
+EPILOG = """examples:
+  # the bundled cascade's base stage on 150 held-out captions, 25 DDIM steps
+  python -m calibration_world.evaluate --out runs/cw_eval
+  # a trained checkpoint, both stages, a finer guidance grid
+  python -m calibration_world.evaluate --cascade runs/cw_cascade/checkpoint --stages 2 \\
+      --guidance 0 1 2 3 5 8 --thresholding none static dynamic:0.995 --out runs/cw_eval2
+"""
+
+
+def heldout_captions(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(caption, skill) of the first n validation scenes of the world with this dataset seed."""
+    return [(caption(s), s.skill) for s in split_scenes("val2014", n, seed)]
+
+
+def _score_batch(oracle: Oracle, images: torch.Tensor, prompts, skills, first: int,
+                 seeds, setting: dict) -> list[dict]:
+    rows = []
+    for k, (img, prompt, skill) in enumerate(zip(images, prompts, skills)):
+        arr = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        scores = oracle.score(arr, prompt)
+        rows.append({**setting, "index": first + k, "seed": seeds[k], "caption": prompt,
+                     "skill": skill, **{f: scores[f] for f in SKILL_FIELDS},
+                     "saturation": float((img.abs() >= SATURATED).float().mean())})
+    return rows
+
+
+def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none", "static"), *,
+                 steps: int = 25, seed: int = 0, num_stages: int = 1, batch_size: int = 50,
+                 oracle: Oracle | None = None, progress: bool = False) -> list[dict]:
+    """Sample every caption under every (guidance, thresholding) setting and score it.
+
+    Args:
+        cascade: an imagen_ref.pipeline.Cascade.
+        captions: strings, or (caption, skill) pairs as `heldout_captions` gives.
+        guidances, modes: the grid; modes are imagen_ref thresholding strings.
+        steps: DDIM steps per stage; seed: base seed (image i uses derive_seed(seed, i)).
+        num_stages: 1 scores the base stage; 2 adds the SR stage (same settings).
+    Returns: one row per image: setting, index, seed, caption, skill, the oracle's booleans
+        (`SKILL_FIELDS`, relation fields None without a relation) and `saturation` (fraction
+        of pixel values with |x| >= 0.98 before quantisation).
+    """
+    from imagen_ref.pipeline import StageSampling
+
+    oracle = oracle or Oracle()
+    pairs = [(c, None) if isinstance(c, str) else tuple(c) for c in captions]
+    seeds = [derive_seed(seed, "oracle_sweep", i) for i in range(len(pairs))]
+    grid = [(float(w), m) for w in guidances for m in modes]
+    rows = []
+    for n_done, (w, mode) in enumerate(grid):
+        setting = {"guidance": w, "thresholding": mode, "steps": steps, "stages": num_stages}
+        cfg = StageSampling(guidance=w, thresholding=mode, steps=steps)
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            images = cascade.sample([c for c, _ in chunk], seeds[start:start + batch_size], cfg,
+                                    num_stages=num_stages)[-1]
+            rows += _score_batch(oracle, images, [c for c, _ in chunk], [s for _, s in chunk],
+                                 start, seeds[start:start + batch_size], setting)
+        if progress:
+            print(f"[{n_done + 1}/{len(grid)}] w={w:g} {mode}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (guidance, thresholding): n, the rate of every skill field over the images where it
+    applies (relations: only relation captions), and the mean saturation."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["guidance"], r["thresholding"])].append(r)
+    out = []
+    for (w, mode), rs in groups.items():
+        rec = {"guidance": w, "thresholding": mode, "n": len(rs)}
+        for f in SKILL_FIELDS:
+            vals = [r[f] for r in rs if r[f] is not None]
+            rec[f] = sum(vals) / len(vals) if vals else None
+        rec["n_relation"] = sum(r["relation"] is not None for r in rs)
+        rec["single_all_right"] = _rate(r["all_right"] for r in rs if r["skill"] == "Colors")
+        rec["saturation"] = sum(r["saturation"] for r in rs) / len(rs)
+        out.append(rec)
+    return out
+
+
+def _rate(values) -> float | None:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else None
+
+
+def write_results(out: Path, rows: list[dict], summary: list[dict], meta: dict) -> None:
+    """rows.jsonl (per image), summary.csv (per setting), run.json (provenance)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "rows.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    with open(out / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(summary[0]))
+        w.writeheader()
+        w.writerows(summary)
+    (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calibration_world.evaluate",
+                                description=__doc__.split("\n")[0], epilog=EPILOG,
+                                formatter_class=_Formatter)
+    p.add_argument("--cascade", default=None, metavar="DIR",
+                   help="checkpoint directory (default: the bundled cascade)")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder")
+    p.add_argument("--n", type=int, default=150, help="held-out captions")
+    p.add_argument("--data-seed", type=int, default=0, help="the world dataset's seed")
+    p.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0, 5.0, 8.0])
+    p.add_argument("--thresholding", nargs="+", default=["none", "static"])
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--stages", type=int, default=1, help="1: base only; 2: base + SR")
+    p.add_argument("--seed", type=int, default=0, help="base noise seed")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit code (2 for user errors)."""
+    from imagen_ref.checkpoint import CheckpointError
+    from imagen_ref.pipeline import Cascade
+
+    from .bundled import bundled_cascade_path
+
+    args = build_parser().parse_args(argv)
+    if args.n < 1 or args.steps < 1 or args.stages not in (1, 2):
+        print("error: --n and --steps must be >= 1 and --stages 1 or 2", file=sys.stderr)
+        return 2
+    path = Path(args.cascade) if args.cascade else bundled_cascade_path()
+    try:
+        cascade = Cascade.from_pretrained(path, device=args.device)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    captions = heldout_captions(args.n, args.data_seed)
+    rows = oracle_sweep(cascade, captions, args.guidance, args.thresholding, steps=args.steps,
+                        seed=args.seed, num_stages=args.stages, batch_size=args.batch_size,
+                        progress=True)
+    summary = summarize(rows)
+    meta = {"cascade": str(path), "cascade_describe": cascade.describe(), **vars(args)}
+    write_results(Path(args.out), rows, summary, meta)
+    for s in summary:
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in s.items()))
+    print(f"results: {Path(args.out) / 'summary.csv'} (per image: rows.jsonl)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Train the calibration world's tiny cascade from a recipe, with imagen_ref.train, and bundle it.
+
+    OUT/data/          the world dataset (calibration_world.dataset), unless --data is given
+    OUT/checkpoint/    the cascade checkpoint imagen_ref writes (cascade.json, <key>.safetensors,
+                       <key>.train.safetensors, <key>.log.jsonl)
+    OUT/<key>.done.json  a stage is complete only when this exists; reruns skip it
+    OUT/run.json       the recipe, seeds, wall times and steps reached
+
+`--bundle DIR` then copies the EMA weights (as float16) and cascade.json to DIR, e.g. the
+package's calibration_world/weights/cascade/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+RECIPE_FORMAT = "calibration_world.cascade_recipe"
+STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "warmup_steps",
+              "ema_decay", "grad_clip", "cond_drop_prob", "seed")
+
+EPILOG = """examples:
+  # the bundled cascade: world dataset, base 32x32 and SR 64x64 stages (about 50 minutes, 2 cores)
+  python -m calibration_world.train_cascade --out runs/cw_cascade \\
+      --bundle calibration_world/weights/cascade
+  # on a GPU, with a dataset made earlier by `python -m calibration_world make`
+  python -m calibration_world.train_cascade --out runs/cw_cascade --data data/cw --device cuda
+  # only the base stage
+  python -m calibration_world.train_cascade --out runs/cw_cascade --stages base
+"""
+
+
+class RecipeError(Exception):
+    """A recipe file that cannot be used (exit code 2)."""
+
+
+def default_recipe() -> Path:
+    """The recipe of the bundled cascade, shipped in the package."""
+    return Path(str(resources.files("calibration_world") / "recipes" / "cascade.json"))
+
+
+def load_recipe(path: str | os.PathLike) -> dict:
+    """Read and check a recipe; the error names the file and the key."""
+    path = Path(path)
+    try:
+        recipe = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read the recipe ({e})") from None
+    if recipe.get("format") != RECIPE_FORMAT:
+        raise RecipeError(f"{path}: 'format' must be {RECIPE_FORMAT!r}")
+    for key in ("dataset", "text_encoder", "max_length", "stages"):
+        if key not in recipe:
+            raise RecipeError(f"{path}: missing key {key!r}")
+    for i, stage in enumerate(recipe["stages"]):
+        missing = [k for k in STAGE_KEYS if k not in stage]
+        if missing:
+            raise RecipeError(f"{path}: stages[{i}] lacks {missing}")
+    return recipe
+
+
+def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Path,
+               device: str | None, progress: bool):
+    """The imagen_ref.train arguments of one recipe stage."""
+    from imagen_ref.train import TrainArgs
+
+    fields = {k: stage[k] for k in STAGE_KEYS}
+    return TrainArgs(**fields, data=str(data), out=str(ckpt_dir), save_every=0,
+                     text_encoder=recipe["text_encoder"], max_length=recipe["max_length"],
+                     embedding_cache=str(cache), device=device, progress=progress, log_every=10)
+
+
+def make_data(recipe: dict, out: Path, progress: bool) -> Path:
+    """The recipe's world dataset under OUT/data (kept if complete)."""
+    from .dataset import MANIFEST, write_dataset
+
+    data = out / "data"
+    if (data / MANIFEST).is_file():
+        return data
+    d = recipe["dataset"]
+    write_dataset(data, n_train=d["n_train"], n_val=d["n_val"], size=d["size"], seed=d["seed"],
+                  n_prompts=d.get("n_prompts", 40), progress=progress)
+    return data
+
+
+def train_stages(recipe: dict, out: Path, data: Path, *, device: str | None = None,
+                 only: tuple[str, ...] | None = None, progress: bool = True) -> list[dict]:
+    """Train every recipe stage not done yet into OUT/checkpoint; returns one record per stage."""
+    from imagen_ref.checkpoint import stage_key
+    from imagen_ref.configs import get_config
+    from imagen_ref.train import train
+
+    ckpt_dir, records = out / "checkpoint", []
+    for stage in recipe["stages"]:
+        if only and stage["stage"] not in only:
+            continue
+        key = stage_key(get_config(stage["config"]))
+        done = out / f"{key}.done.json"
+        if done.is_file():
+            records.append(json.loads(done.read_text()))
+            continue
+        args = stage_args(stage, recipe, data, ckpt_dir, out / "embeddings", device, progress)
+        result = train(args)
+        record = {"key": key, "recipe": stage, "step": result["step"],
+                  "seconds": round(result["seconds"], 1),
+                  "images_per_s": round(result["images_per_s"], 2),
+                  "final_loss": (sum(result["losses"][-50:]) / max(1, len(result["losses"][-50:]))
+                                 if result["losses"] else None)}
+        done.write_text(json.dumps(record, indent=2) + "\n")
+        records.append(record)
+    return records
+
+
+def bundle(ckpt_dir: str | os.PathLike, dest: str | os.PathLike, dtype=torch.float16) -> Path:
+    """Copy a cascade checkpoint's EMA stages to `dest` with float weights cast to `dtype`.
+
+    Only cascade.json and <key>.safetensors travel (no training state); each stage's sha256 is
+    recomputed and its record notes the cast. imagen_ref loads the file into float32 modules.
+    Returns: dest.
+    """
+    from imagen_ref.checkpoint import MANIFEST, read_manifest, sha256_file
+
+    src, dest = Path(ckpt_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(src)
+    for record in manifest["stages"]:
+        tensors = load_file(str(src / record["file"]))
+        cast = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+                for k, v in tensors.items()}
+        target = dest / record["file"]
+        save_file(cast, str(target), metadata={"format": "pt"})
+        record["sha256"] = sha256_file(target)
+        record["training"]["bundled_dtype"] = str(dtype).removeprefix("torch.")
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return dest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m calibration_world.train_cascade",
+                                description=__doc__.split("\n")[0], epilog=EPILOG,
+                                formatter_class=_Formatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--recipe", default=None, metavar="JSON",
+                   help="recipe file (default: the package's recipes/cascade.json)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="an existing world dataset (default: make the recipe's in OUT/data)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: CUDA if present)")
+    p.add_argument("--stages", nargs="+", choices=("base", "sr"), default=None,
+                   help="train only these stages")
+    p.add_argument("--bundle", default=None, metavar="DIR",
+                   help="afterwards copy the float16 EMA cascade to DIR")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit code (2 for user errors)."""
+    from imagen_ref.checkpoint import CheckpointError
+    from imagen_ref.data import DataError
+    from imagen_ref.train import UsageError
+
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        recipe_path = Path(args.recipe) if args.recipe else default_recipe()
+        recipe = load_recipe(recipe_path)
+        out.mkdir(parents=True, exist_ok=True)
+        data = Path(args.data) if args.data else make_data(recipe, out, args.progress)
+        t0 = time.perf_counter()
+        records = train_stages(recipe, out, data, device=args.device,
+                               only=tuple(args.stages) if args.stages else None,
+                               progress=args.progress)
+        run = {"recipe": recipe, "recipe_file": recipe_path.name, "stages": records,
+               "seconds": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "machine": platform.machine(),
+               "processor": platform.processor()}
+        (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        if args.bundle:
+            bundle(out / "checkpoint", args.bundle)
+    except (RecipeError, UsageError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"cascade checkpoint: {out / 'checkpoint'}" +
+          (f"; bundled to {args.bundle}" if args.bundle else "") + f"; run record {out / 'run.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
