@@ -135,7 +135,10 @@ def stage_checks(args, run: Path, world: Path | None) -> None:
 
     if _checked(run, world is not None):
         return
-    argv = [run, "--n-real", args.n_real] + (["--world", world] if world else [])
+    argv = [run, "--n-real", args.n_real]
+    if world:  # the ladder measured with the sweep's FID-style network (the world's own)
+        argv += ["--world", world, "--features", "inception", "--inception-weights",
+                 cw.CALIBRATION_WORLD]
     call(main, argv + (["--no-progress"] if args.no_progress else []), "calibration checks")
 
 
