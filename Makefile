@@ -30,7 +30,7 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q --durations=15
 
 demo: $(STAMP)
-	$(PY) -m imagen_ref.demo --out runs/demo
+	$(PY) -m calibration_world.demo --out runs/demo
 
 clean:
 	rm -rf runs/demo

@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="world images of the degradation ladder")
     chk.add_argument("--batch-size", type=int, default=16, help="images per model call")
     chk.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    chk.add_argument("--workers", type=int, default=None,
+                     help="processes that share the image generation (torchrun, one CPU thread "
+                     "each; 1: in this process) (default: the CPUs this process may use, at most "
+                     "8; 1 on a GPU)")
     chk.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -89,9 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
 def call(main, argv: list[str], what: str) -> None:
     """Run a command's main(argv); a non-zero exit code stops the demo."""
     code = main([str(a) for a in argv])
+    _check_code(code, what)
+
+
+def _check_code(code: int, what: str) -> None:
     if code != 0:
         raise DemoError(f"{what} failed (exit code {code}); fix the error above and rerun: "
                         "finished stages are kept")
+
+
+def default_workers(device: str | None) -> int:
+    """One process per usable CPU (at most 8): one intra-op thread each scales better for these
+    tiny networks than threads in one process, and a busy machine does not stall it. 1 on a GPU."""
+    import torch
+
+    if device not in (None, "cpu") or (device is None and torch.cuda.is_available()):
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+def generate(module: str, argv: list, args, what: str) -> None:
+    """A benchmark command: in this process (--workers 1), else under torchrun, the runner
+    sharding the images over the workers (the files are the same either way)."""
+    import importlib
+
+    if args.workers == 1:
+        call(importlib.import_module(module).main, argv, what)
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = str(Path(__file__).resolve().parents[1])  # this checkout, importable by the workers
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(args.workers), "-m", module, *[str(a) for a in argv]]
+    _check_code(subprocess.call(cmd, env=env), what)
 
 
 def _common(args) -> list[str]:
@@ -115,12 +152,10 @@ def _world_spec(args) -> cw.WorldSpec:
 
 
 def stage_sweep(args, paths, world: Path) -> None:
-    from bench.coco_fid import main
-
-    call(main, ["--model", args.model, "--coco-root", world, "--out", paths["coco_fid"],
-                "--num-samples", args.num_samples, "--guidance", args.guidance,
-                "--thresholding", args.thresholding, "--steps", args.steps, *_common(args)],
-         "bench.coco_fid")
+    argv = ["--model", args.model, "--coco-root", world, "--out", paths["coco_fid"],
+            "--num-samples", args.num_samples, "--guidance", args.guidance,
+            "--thresholding", args.thresholding, "--steps", args.steps, *_common(args)]
+    generate("bench.coco_fid", argv, args, "bench.coco_fid")
 
 
 def _checked(run: Path, world: bool) -> bool:
@@ -152,13 +187,11 @@ def db_configs(args) -> list:
 
 
 def stage_drawbench(args, paths, world: Path) -> None:
-    from bench.drawbench import main
-
-    call(main, ["--model", args.model, "--prompts", world / "prompts.csv",
-                "--out", paths["drawbench"], "--guidance", args.db_guidance,
-                "--thresholding", "dynamic:0.995", "--steps", args.steps,
-                "--samples-per-prompt", args.db_samples, "--limit-per-category", args.db_limit,
-                *_common(args)], "bench.drawbench")
+    argv = ["--model", args.model, "--prompts", world / "prompts.csv", "--out", paths["drawbench"],
+            "--guidance", args.db_guidance, "--thresholding", "dynamic:0.995", "--steps", args.steps,
+            "--samples-per-prompt", args.db_samples, "--limit-per-category", args.db_limit,
+            *_common(args)]
+    generate("bench.drawbench", argv, args, "bench.drawbench")
 
 
 def stage_pairs(args, paths) -> None:
@@ -228,6 +261,8 @@ def run_demo(args) -> dict:
 
     paths = cw.demo_layout(args.out)
     paths["coco_fid"].parent.mkdir(parents=True, exist_ok=True)
+    if args.workers is None:
+        args.workers = default_workers(args.device)
     if args.model is None:
         try:
             args.model = default_model()

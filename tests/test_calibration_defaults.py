@@ -169,7 +169,7 @@ def metric_networks(folder: Path, monkeypatch) -> None:
 
 TOY_DEMO = ["--num-samples", "3", "--guidance", "0,1,3", "--thresholding", "static",
             "--steps", "2", "--db-limit", "1", "--db-samples", "1", "--raters", "4",
-            "--n-real", "8", "--world-val", "8", "--device", "cpu", "--no-progress"]
+            "--n-real", "8", "--world-val", "8", "--device", "cpu", "--workers", "1", "--no-progress"]
 
 
 def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
