@@ -139,12 +139,13 @@ def _common(args) -> list[str]:
 
 
 def stage_world(args, paths) -> Path:
-    if args.world:
-        world = Path(args.world)
-        if not cw.is_world(world):
-            world = cw.ensure_world(world, _world_spec(args), progress=not args.no_progress)
-        return world
-    return cw.ensure_world(None, _world_spec(args), progress=not args.no_progress)
+    """--world as it is when it holds a world; else the world made there (or in the cache)."""
+    if args.world and cw.is_world(args.world):
+        return Path(args.world)
+    try:
+        return cw.ensure_world(args.world, _world_spec(args), progress=not args.no_progress)
+    except (OSError, ValueError) as e:
+        raise DemoError(f"--world: {e}") from None
 
 
 def _world_spec(args) -> cw.WorldSpec:
