@@ -47,9 +47,9 @@ DEFAULT_WORLD = WorldSpec()
 # Flags a command fills in on a calibration world (left out on the command line). Sized so a
 # no-argument run finishes in a few minutes on 2 CPU cores with the bundled cascade.
 COCO_FID = {"num_samples": 40, "guidance": "1,3,5", "thresholding": "static,dynamic:0.995",
-            "steps": 16, "inception_weights": CALIBRATION_WORLD, "clip_model": CALIBRATION_WORLD}
+            "steps": 12, "inception_weights": CALIBRATION_WORLD, "clip_model": CALIBRATION_WORLD}
 DRAWBENCH = {"samples_per_prompt": 2, "limit_per_category": 4, "guidance": "1,3",
-             "thresholding": "dynamic:0.995", "steps": 16, "clip_model": CALIBRATION_WORLD}
+             "thresholding": "dynamic:0.995", "steps": 12, "clip_model": CALIBRATION_WORLD}
 
 
 def cache_root() -> Path:
