@@ -2,7 +2,8 @@
 
     FeatureNet   a small CNN trained to predict scene attributes (counts per colour and shape,
                  coarse positions per colour, background, texture) from 64² world images; its
-                 penultimate 128-d activations stand in for Inception's pool features in FID.
+                 penultimate 128-d layer (before its activation) stands in for Inception's pool
+                 features in FID.
     ClipTower    a small image CNN and a small trainable text head over the FROZEN MiniLM-L6
                  token embeddings, trained contrastively (InfoNCE, CLIP-style) with hard negative
                  captions; the cosine of the two embeddings stands in for CLIP's.
@@ -109,11 +110,13 @@ class FeatureNet(nn.Module):
         self.head = nn.Linear(cfg.dims, N_COUNTS + N_CELLS + len(BACKGROUNDS) + len(TEXTURES))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # the FID features are the hidden layer before its SiLU: after it, large colour shifts
+        # saturate the features and the distance stops growing (measured, see train_metrics)
         h = self.trunk(images).flatten(1)            # (B, C*g*g)
-        return F.silu(self.hidden(h))                # (B, dims)
+        return self.hidden(h)                        # (B, dims)
 
     def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.head(features)
+        out = self.head(F.silu(features))
         counts, cells, rest = out.split([N_COUNTS, N_CELLS, len(BACKGROUNDS) + len(TEXTURES)], dim=1)
         return {"counts": counts, "cells": cells, "background": rest[:, :len(BACKGROUNDS)],
                 "texture": rest[:, len(BACKGROUNDS):]}
@@ -280,7 +283,7 @@ class WorldFeatureExtractor(FeatureExtractor):
             "torchmetrics": md.version("torchmetrics"),
             "pillow": md.version("pillow"),
             "feature_extractor": "calibration-world FeatureNet (scene-attribute CNN), not Inception",
-            "feature_layer": f"penultimate-{self.dims}",
+            "feature_layer": f"hidden-pre-activation-{self.dims}",
             "dims": self.dims,
             "weights_file": path.name,
             "weights_sha256": file_sha256(path),

@@ -135,6 +135,7 @@ def load_recipe(path: str | Path, kind: str) -> dict:
 def _optimizer(model: torch.nn.Module, recipe: dict):
     """AdamW with linear warm-up and cosine decay over the recipe's steps."""
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"],
+                            betas=tuple(recipe.get("betas", (0.9, 0.999))),
                             weight_decay=recipe.get("weight_decay", 0.01))
     warm, total = recipe.get("warmup", 50), recipe["steps"]
 
@@ -208,7 +209,7 @@ def train_features(recipe: dict, progress: bool = True) -> tuple[FeatureNet, dic
               "final_loss": float(np.mean(losses[-50:])),
               "validation": feature_accuracy(net, x_val, y_val),
               "protocol": {"name": NAME, "resolution": res, "resize": RESIZE, "dims": cfg.dims,
-                           "layer": "penultimate (SiLU of the hidden layer)"}}
+                           "layer": "hidden layer before its SiLU"}}
     return net, record
 
 
