@@ -1,0 +1,149 @@
+"""The bundled calibration-world cascade: it loads offline and samples, the recipe command
+trains and bundles a loadable cascade end to end at toy size, and the oracle sweep's rows."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from calibration_world import render
+from calibration_world.bundled import bundled_cascade_path
+from calibration_world.dataset import split_scenes
+from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
+from calibration_world.train_cascade import default_recipe, load_recipe, main
+from imagen_ref.configs import CONFIGS
+from imagen_ref.pipeline import Cascade, StageSampling
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def bundled() -> Cascade:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return Cascade.from_pretrained(bundled_cascade_path(), device="cpu")
+
+
+def test_bundled_cascade_loads_and_samples(bundled):
+    path = bundled_cascade_path()
+    manifest = json.loads((path / "cascade.json").read_text())
+    assert [s["key"] for s in manifest["stages"]] == ["base", "sr64"]
+    assert manifest["text_encoder"]["name_or_path"] == "minilm-l6"
+    for record in manifest["stages"]:
+        with safe_open(str(path / record["file"]), framework="pt") as f:  # shipped as float16
+            assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        assert record["training"]["bundled_dtype"] == "float16"
+        assert record["training"]["step"] > 0
+    assert all(p.dtype == torch.float32 for s in bundled.stages for p in s.model.parameters())
+    base, sr = bundled.sample(["a red circle", "a blue square above a green triangle"], [0, 1],
+                              StageSampling(guidance=3.0, thresholding="static", steps=3))
+    assert base.shape == (2, 3, 32, 32) and sr.shape == (2, 3, 64, 64)
+    assert torch.isfinite(sr).all() and sr.abs().max() <= 1.0
+    # the SR stage follows its low-res input: its 64x64 output, downsampled, is close to it
+    down = torch.nn.functional.avg_pool2d(sr, 2)
+    assert (down - base).abs().mean() < 0.25
+
+
+def test_shipped_recipe_is_valid():
+    recipe = load_recipe(default_recipe())
+    assert [s["config"] for s in recipe["stages"]] == ["calworld-base-32", "calworld-sr-64"]
+    assert all(s["config"] in CONFIGS and 0 < s["max_minutes"] <= 60 for s in recipe["stages"])
+
+
+def _toy_recipe(tmp_path):
+    recipe = load_recipe(default_recipe())
+    recipe["dataset"].update(n_train=6, n_val=2, n_prompts=2)
+    for stage in recipe["stages"]:
+        stage.update(steps=2, batch_size=2, warmup_steps=1)
+    path = tmp_path / "toy.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_recipe_command_end_to_end(tmp_path, capsys):
+    out, bundle = tmp_path / "run", tmp_path / "bundle"
+    argv = ["--out", str(out), "--recipe", str(_toy_recipe(tmp_path)), "--device", "cpu",
+            "--bundle", str(bundle), "--no-progress"]
+    assert main(argv) == 0
+    assert str(bundle) in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert [s["step"] for s in run["stages"]] == [2, 2]
+    cascade = Cascade.from_pretrained(bundle, device="cpu")
+    assert [s.config.image_size for s in cascade.stages] == [32, 64]
+    assert cascade.stages[0].schedule.log_snr_min == -10.0
+    # a rerun skips the completed stages: the weights stay byte-identical
+    before = (out / "checkpoint" / "base.safetensors").read_bytes()
+    assert main(argv) == 0
+    assert (out / "checkpoint" / "base.safetensors").read_bytes() == before
+
+
+def test_recipe_errors_name_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "calibration_world.cascade_recipe", "dataset": {},
+                               "text_encoder": "minilm-l6", "max_length": 32,
+                               "stages": [{"stage": "base"}]}))
+    assert main(["--out", str(tmp_path / "o"), "--recipe", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "stages[0]" in err
+
+
+def _rendered(scene) -> torch.Tensor:
+    arr = torch.from_numpy(np.asarray(render(scene, 64), dtype=np.float32))  # (H, W, 3)
+    return arr.permute(2, 0, 1) / 127.5 - 1  # (3, 64, 64) in [-1, 1]
+
+
+class _TruthCascade:
+    """Stands in for a cascade: its 'samples' are the captions' ground-truth renders."""
+
+    def __init__(self, n):
+        caps = [c for c, _ in heldout_captions(n, 0)]
+        self.truth = dict(zip(caps, split_scenes("val2014", n, 0)))
+
+    def sample(self, prompts, seeds, cfg, num_stages=1):
+        return [torch.stack([_rendered(self.truth[p]) for p in prompts])]
+
+
+def test_oracle_sweep_rows_per_skill():
+    caps = heldout_captions(12, 0)
+    rows = oracle_sweep(_TruthCascade(12), caps, guidances=(0.0, 1.0), modes=("none", "static"),
+                        steps=2, batch_size=5)
+    assert len(rows) == 4 * 12
+    assert {(r["guidance"], r["thresholding"]) for r in rows} == {
+        (0.0, "none"), (0.0, "static"), (1.0, "none"), (1.0, "static")}
+    for r in rows:
+        assert set(SKILL_FIELDS) <= set(r) and r["skill"] is not None
+        assert (r["relation"] is None) == (r["skill"] != "Positional")
+    # the same caption gets the same noise seed in every setting (paired comparisons)
+    assert len({(r["index"], r["seed"]) for r in rows}) == 12
+    summary = summarize(rows)
+    assert len(summary) == 4
+    for s in summary:  # ground-truth renders: the oracle finds them right (>= 95% per skill)
+        assert s["n"] == 12 and s["all_right"] >= 11 / 12
+        assert s["saturation"] < 0.05
+
+
+def test_oracle_sweep_on_bundled_base(bundled):
+    rows = oracle_sweep(bundled, heldout_captions(2, 0), guidances=(1.0,), modes=("static",),
+                        steps=2)
+    assert len(rows) == 2 and all(isinstance(r["all_right"], bool) for r in rows)
+
+
+def test_train_time_budget_stops_and_saves(tmp_path):
+    from calibration_world.dataset import write_dataset
+    from imagen_ref.checkpoint import stage_spec
+    from imagen_ref.train import TrainArgs, train
+
+    write_dataset(tmp_path / "world", n_train=4, n_val=2, size=32, n_prompts=1, progress=False)
+    args = TrainArgs(stage="base", config="tiny-base", data=str(tmp_path / "world"),
+                     out=str(tmp_path / "ckpt"), steps=50, batch_size=2, warmup_steps=0,
+                     max_minutes=1e-9, log_every=2, save_every=0, device="cpu", progress=False,
+                     embedding_cache=str(tmp_path / "emb"), max_length=32)
+    result = train(args)
+    assert result["step"] == 2  # the first log step past the budget
+    assert stage_spec(tmp_path / "ckpt", "base").training["max_minutes"] == 1e-9
