@@ -105,7 +105,12 @@ def ensure_world(root: str | os.PathLike | None = None, spec: WorldSpec = DEFAUL
             shutil.rmtree(tmp, ignore_errors=True)
             return root
         shutil.rmtree(root)  # the cache folder (incomplete or another spec), or an empty folder
-    os.replace(tmp, root)
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process (a torchrun rank) renamed its copy into place first
+        if not (is_world(root) and _matches(root, spec)):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
