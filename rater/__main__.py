@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rater.tasks import add_session_args
+
 EPILOG = """examples:
   python -m rater serve      # the rating tasks of `make demo` (runs/demo/tasks/tasks.jsonl)
   python -m bench.drawbench pairs --a runs/db:w1-none-aug0-ddim64 --b runs/db:w5-dyn0.995-aug0-ddim64 \\
@@ -38,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="address to bind (Streamlit's default: all)")
     p.add_argument("--admin-token", default=None,
                    help="token of the admin page at ?admin=1 (off if not given)")
-    p.add_argument("--control-rate", type=float, default=0.1,
-                   help="share of each rater's screens that are control trials")
-    p.add_argument("--seed", type=int, default=0, help="seed of screen order, sides and controls")
-    p.add_argument("--min-answer-s", type=float, default=0.3,
-                   help="answers sooner than this after a question appears are dropped "
-                   "(double clicks)")
+    add_session_args(p)
     sub.add_parser("analyze", help="statistics of the votes (python -m rater analyze --help)",
                    add_help=False)
     return parser

@@ -28,7 +28,7 @@ import streamlit as st
 
 from rater import controls
 from rater.store import APP_VERSION, VoteStore
-from rater.tasks import Screen, TaskFileError, load_screens
+from rater.tasks import Screen, TaskFileError, add_session_args, load_screens
 
 BUTTONS = (("I prefer set A", "left", "A"), ("I am indifferent", "indifferent", "I"),
            ("I prefer set B", "right", "B"))
@@ -41,12 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", required=True, help="tasks.jsonl of python -m bench.drawbench pairs")
     p.add_argument("--db", default="ratings.db", help="SQLite file or SQLAlchemy URL")
     p.add_argument("--admin-token", default=None, help="token of the admin page (off if not set)")
-    p.add_argument("--control-rate", type=float, default=0.1,
-                   help="share of each rater's screens that are control trials")
-    p.add_argument("--seed", type=int, default=0, help="seed of screen order, sides and controls")
-    p.add_argument("--min-answer-s", type=float, default=0.3,
-                   help="answers sooner than this after a question appears are dropped "
-                   "(double clicks)")
+    add_session_args(p)
     return p
 
 

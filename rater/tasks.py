@@ -160,3 +160,13 @@ def load_screens(path: str | Path) -> list[Screen]:
                     raise _fail(path, line, f"image {image.name} not found under "
                                 f"{path.parent / 'media'}; copy the media/ folder with the tasks file")
     return screens
+
+
+def add_session_args(p) -> None:
+    """The rating-session flags shared by `python -m rater serve` and `rater/app.py`."""
+    p.add_argument("--control-rate", type=float, default=0.1,
+                   help="share of each rater's screens that are control trials")
+    p.add_argument("--seed", type=int, default=0, help="seed of screen order, sides and controls")
+    p.add_argument("--min-answer-s", type=float, default=0.3,
+                   help="answers sooner than this after a question appears are dropped "
+                   "(double clicks)")
