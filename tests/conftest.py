@@ -80,3 +80,15 @@ def shapes_coco(tmp_path_factory) -> Path:
 def embedding_cache(tmp_path_factory) -> Path:
     """A caption-embedding cache directory shared by the whole test session."""
     return tmp_path_factory.mktemp("embedding_cache")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A test that changes torch's CPU thread count must not change it for the next ones:
+    CPU kernels' last bits depend on it (tests/test_pipeline.py batch invariance)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)

@@ -127,11 +127,15 @@ def read(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("cw_checks") / "cw_run"
-    root.mkdir()
-    facts = make_run(root)
-    assert checks.main([str(root), "--n-boot", "200", "--no-progress"]) == 0
+    try:
+        root = tmp_path_factory.mktemp("cw_checks") / "cw_run"
+        root.mkdir()
+        facts = make_run(root)
+        assert checks.main([str(root), "--n-boot", "200", "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(before)  # later tests (batch invariance) depend on the thread count
     return root, facts
 
 

@@ -27,11 +27,13 @@ pytestmark = pytest.mark.slow
 def prompts_file(folder: Path) -> str:
     if DRAWBENCH_CSV.is_file():
         return f"drawbench:{DRAWBENCH_CSV}"
-    path = folder / "standin.csv"  # a user file with the same 11 categories
-    rows = [{"text": f"a {c.lower()} picture number {i}", "category": c}
-            for c in DRAWBENCH_COUNTS for i in range(3)]
+    from drawbench.suites import slug
+
+    path = folder / "standin.csv"  # a user file with the same 11 categories and DrawBench's ids
+    rows = [{"id": f"drawbench-{slug(c)}-{i + 1:02d}", "text": f"a {c.lower()} picture number {i}",
+             "category": c} for c in DRAWBENCH_COUNTS for i in range(3)]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["text", "category"])
+        writer = csv.DictWriter(f, ["id", "text", "category"])
         writer.writeheader()
         writer.writerows(rows)
     return str(path)
