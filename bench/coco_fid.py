@@ -279,11 +279,17 @@ def _prompts_sha256(rows: list[dict]) -> str:
     return hashlib.sha256("".join(json.dumps(r) + "\n" for r in rows).encode()).hexdigest()
 
 
-def _spec(args, adapter, configs, prompts, extractor, scorer) -> dict:
-    """What determines the results; a rerun into the same --out must match it."""
+def model_spec(args, adapter) -> dict:
+    """The model part of a run's spec (shared with bench.drawbench)."""
     model = {"model_id": adapter.model_id}
     if adapter.kind == "imagen_ref":
         model.update(num_stages=adapter.num_stages, precision=args.precision)
+    return model
+
+
+def _spec(args, adapter, configs, prompts, extractor, scorer) -> dict:
+    """What determines the results; a rerun into the same --out must match it."""
+    model = model_spec(args, adapter)
     return {
         "benchmark": "coco_fid",
         "model": model,

@@ -31,7 +31,7 @@ import numpy as np
 from .cli import (HelpFormatter, add_clip_args, add_execution_args, add_sampling_args,
                   fill_defaults, two_defaults)
 from .coco_fid import (UserError, _device, _now, _prompts_sha256, default_model, generate_images,
-                       load_model, open_run)
+                       load_model, model_spec, open_run)
 
 # Flags left out on a named suite or a prompt file that is not a calibration world's.
 PAPER = {"samples_per_prompt": 8, "guidance": "1.35/8",
@@ -188,9 +188,7 @@ def _suite(args) -> tuple[list[dict], dict]:
 
 def _spec(args, adapter, configs, prompts, source, scorer) -> dict:
     """What determines the results; a rerun into the same --out must match it."""
-    model = {"model_id": adapter.model_id}
-    if adapter.kind == "imagen_ref":
-        model.update(num_stages=adapter.num_stages, precision=args.precision)
+    model = model_spec(args, adapter)
     return {
         "benchmark": "drawbench",
         "model": model,
