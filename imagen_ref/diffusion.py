@@ -142,12 +142,13 @@ def noise_augment(lowres: torch.Tensor, aug_t: torch.Tensor, schedule: Schedule,
 def training_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                   schedule: Schedule, *, generator: torch.Generator | None = None,
                   cond_drop_prob: float = 0.1, lowres: torch.Tensor | None = None,
-                  aug_schedule: Schedule | None = None, prediction: str = "eps") -> torch.Tensor:
+                  aug_schedule: Schedule | None = None, prediction: str = "eps",
+                  max_aug_level: float = 1.0) -> torch.Tensor:
     """Simple squared-error loss on eps (or v) at t ~ U(0, 1) (paper App. A, §4.1).
 
     Text is zeroed for `cond_drop_prob` of the examples. For super-resolution stages
-    (`lowres` given) each example draws its own augmentation level aug_t ~ U(0, 1), and the
-    model sees the augmented low-res image and aug_t (paper §2.4).
+    (`lowres` given) each example draws its own augmentation level aug_t ~ U(0, max_aug_level)
+    (paper: U(0, 1)), and the model sees the augmented low-res image and aug_t (paper §2.4).
     Returns the mean loss over the batch.
     """
     b, dev = x0.shape[0], x0.device
@@ -157,7 +158,7 @@ def training_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.
     text, text_mask = drop_text(text, text_mask, cond_drop_prob, generator)
     aug_t = None
     if lowres is not None:
-        aug_t = torch.rand(b, generator=generator, device=dev)
+        aug_t = torch.rand(b, generator=generator, device=dev) * max_aug_level
         lr_noise = torch.randn(lowres.shape, generator=generator, device=dev, dtype=lowres.dtype)
         lowres = noise_augment(lowres, aug_t, aug_schedule or schedule, lr_noise)
     pred = model(z, t, text, text_mask, lowres=lowres, aug_t=aug_t)

@@ -78,6 +78,50 @@ class TextProjection(nn.Module):
         return self.proj(self.norm(text))  # (B, L, ctx_dim)
 
 
+class TextTransformer(nn.Module):
+    """Trainable pre-norm transformer layers over the projected text, with learned token positions.
+
+    Not in Imagen, whose frozen T5-XXL embeddings already say which words go together; an option
+    for small frozen encoders: the pooled MiniLM-L6 vectors of "A left of B" and "B left of A" are
+    nearly equal, and these layers let a tiny model learn which object a token belongs to and
+    where in the caption it stands. Padding is masked; a fully masked row (the unconditional
+    branch) attends only to a learned null key, so it never yields NaN. Residual branches start
+    at zero: an untrained stack is the identity.
+    """
+
+    def __init__(self, dim: int, layers: int, heads: int, max_len: int = 256, mlp_mult: int = 2):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"text width {dim} is not divisible by {heads} heads")
+        self.heads, self.max_len = heads, max_len
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(layers):
+            block = nn.ModuleDict({
+                "norm1": nn.LayerNorm(dim), "qkv": nn.Linear(dim, 3 * dim),
+                "out": zero_(nn.Linear(dim, dim)), "norm2": nn.LayerNorm(dim),
+                "mlp": nn.Sequential(nn.Linear(dim, mlp_mult * dim), nn.GELU(),
+                                     zero_(nn.Linear(mlp_mult * dim, dim)))})
+            block.null_kv = nn.Parameter(torch.randn(2, 1, heads, 1, dim // heads) * 0.02)
+            self.blocks.append(block)
+
+    def forward(self, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, dim) text and its `ctx_key_mask` (B, 1, 1, 1 + L) -> (B, L, dim)."""
+        B, L, D = ctx.shape
+        if L > self.max_len:
+            raise ValueError(f"{L} text tokens, but the text layers know {self.max_len} positions")
+        n = self.heads
+        h = ctx + self.pos[:, :L].to(ctx.dtype)
+        for blk in self.blocks:
+            q, k, v = blk["qkv"](blk["norm1"](h)).unflatten(-1, (3, n, D // n)).permute(2, 0, 3, 1, 4)
+            null = blk.null_kv.to(h.dtype).expand(2, B, n, 1, D // n)
+            k, v = torch.cat([null[0], k], dim=2), torch.cat([null[1], v], dim=2)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx_mask)  # (B, n, L, d)
+            h = h + blk["out"](a.transpose(1, 2).flatten(2))
+            h = h + blk["mlp"](blk["norm2"](h))
+        return h
+
+
 class ResBlock(nn.Module):
     """ADM residual block: GN-SiLU-Conv3x3, embedding via scale-shift norm, GN-SiLU-Conv3x3, + shortcut.
 

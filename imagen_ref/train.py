@@ -76,6 +76,7 @@ class TrainArgs:
     max_length: int = 128               # text tokens
     embedding_cache: str | None = None  # caption-embedding cache; None: default_cache_dir()
     cond_drop_prob: float = 0.1         # fraction of examples trained without text (CFG)
+    max_aug_level: float = 1.0          # SR stages: aug levels drawn from U(0, this) (paper: 1)
     seed: int = 0                       # base seed (init, data order, noise)
     device: str | None = None           # "cpu", "cuda", "cuda:1"; default: CUDA if present
     num_workers: int = 0                # DataLoader worker processes
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="caption-embedding cache directory (default: $IMAGEN_REF_CACHE/embeddings or "
            "~/.cache/imagen_ref/embeddings)")
     a("--cond-drop-prob", type=float, default=d.cond_drop_prob, help="text dropout for CFG")
+    a("--max-aug-level", type=float, default=d.max_aug_level,
+      help="SR stages: noise-augmentation levels are drawn from U(0, this) (paper: 1)")
     a("--seed", type=int, default=d.seed, help="base seed")
     a("--device", default=d.device, help="cpu | cuda | cuda:N (default: CUDA if available)")
     a("--num-workers", type=int, default=d.num_workers, help="DataLoader workers")
@@ -178,6 +181,8 @@ def check_args(args: TrainArgs) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= args.cond_drop_prob <= 1.0:
         raise UsageError("--cond-drop-prob must be in [0, 1]")
+    if not 0.0 < args.max_aug_level <= 1.0:
+        raise UsageError("--max-aug-level must be in (0, 1]")
     if args.max_minutes < 0:
         raise UsageError("--max-minutes must be >= 0 (0: no limit)")
     if not 0.0 <= args.ema_decay < 1.0:
@@ -294,7 +299,8 @@ def train_step(run: Run, batches) -> torch.Tensor:
                 loss = training_loss(run.net, x0, text, mask, run.schedule, generator=run.gen,
                                      cond_drop_prob=args.cond_drop_prob, lowres=lowres,
                                      aug_schedule=run.aug_schedule,
-                                     prediction=getattr(run.config, "prediction", "eps"))
+                                     prediction=getattr(run.config, "prediction", "eps"),
+                                     max_aug_level=args.max_aug_level)
             (loss / args.grad_accum).backward()
         total += loss.detach()
     if args.grad_clip > 0:
@@ -319,7 +325,7 @@ def training_meta(run: Run) -> dict:
             "lr": a.lr, "warmup_steps": a.warmup_steps, "weight_decay": a.weight_decay,
             "grad_clip": a.grad_clip, "batch_size": a.batch_size, "grad_accum": a.grad_accum,
             "world_size": run.d.world_size, "precision": a.precision,
-            "cond_drop_prob": a.cond_drop_prob, "seed": a.seed, "data": run.data_info,
+            "cond_drop_prob": a.cond_drop_prob, "max_aug_level": a.max_aug_level, "seed": a.seed, "data": run.data_info,
             "last_loss": run.last_loss, "max_minutes": a.max_minutes}
 
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configs import UNetConfig
-from .layers import (Attention, AttentionPool, ResBlock, TextProjection, TimeEmbedding, ctx_key_mask,
-                     group_norm, zero_)
+from .layers import (Attention, AttentionPool, ResBlock, TextProjection, TextTransformer,
+                     TimeEmbedding, ctx_key_mask, group_norm, zero_)
 
 
 def _run(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor, ctx: torch.Tensor,
@@ -37,8 +37,12 @@ class BaseUNet(nn.Module):
         mc, E = c.model_channels, c.emb_dim
         self.time_embed = TimeEmbedding(mc, E)
         self.text_proj = TextProjection(c.text_dim, c.ctx_dim)
+        self.text_layers = (TextTransformer(c.ctx_dim, c.text_layers, max(1, c.ctx_dim // c.pool_head_dim))
+                            if c.text_layers else None)
         self.text_pool = AttentionPool(c.ctx_dim, E, max(1, c.ctx_dim // c.pool_head_dim))
         self.input_conv = nn.Conv2d(c.in_channels, mc, 3, padding=1)
+        self.pos_emb = (nn.Parameter(torch.randn(1, mc, c.image_size, c.image_size) * 0.02)
+                        if c.pos_emb else None)
 
         def res(i, o, resample=None):
             return ResBlock(i, o, E, scale_shift=c.use_scale_shift_norm, resample=resample,
@@ -98,11 +102,18 @@ class BaseUNet(nn.Module):
         factor = 2 ** (len(self.config.channel_mult) - 1)
         if x.shape[-2] % factor or x.shape[-1] % factor:
             raise ValueError(f"image size {tuple(x.shape[-2:])} must be divisible by {factor}")
+        if self.pos_emb is not None and tuple(x.shape[-2:]) != tuple(self.pos_emb.shape[-2:]):
+            raise ValueError(f"image size {tuple(x.shape[-2:])}: this model's position embedding "
+                             f"is {tuple(self.pos_emb.shape[-2:])}")
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         ctx = self.text_proj(text)  # (B, L, ctx_dim)
         ctx_mask = ctx_key_mask(text_mask)  # (B, 1, 1, 1+L)
+        if self.text_layers is not None:
+            ctx = self.text_layers(ctx, ctx_mask)
         emb = F.silu(self.time_embed(t) + self.text_pool(ctx, ctx_mask))  # (B, E)
         h = self.input_conv(x)
+        if self.pos_emb is not None:
+            h = h + self.pos_emb.to(h.dtype)
         skips = [h]
         for layers in self.down:
             h = _run(layers, h, emb, ctx, ctx_mask)

@@ -109,3 +109,9 @@ def test_training_loss_passes_augmented_lowres_and_levels():
                   Schedule(), generator=torch.Generator().manual_seed(0), lowres=lowres)
     assert seen["aug_t"].shape == (4,) and len(set(seen["aug_t"].tolist())) == 4  # one level per example
     assert not torch.equal(seen["lowres"], lowres)
+    full = seen["aug_t"]
+    # a smaller maximum scales the same draws: U(0, 0.5) instead of U(0, 1)
+    training_loss(model, torch.zeros(4, 3, 8, 8), torch.zeros(4, 1, 2), torch.ones(4, 1, dtype=torch.bool),
+                  Schedule(), generator=torch.Generator().manual_seed(0), lowres=lowres,
+                  max_aug_level=0.5)
+    torch.testing.assert_close(seen["aug_t"], full * 0.5)

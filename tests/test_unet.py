@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 from imagen_ref.configs import build_unet, get_config
 from imagen_ref.efficient_unet import EfficientUNet, UBlock
-from imagen_ref.layers import Attention, timestep_embedding
+from imagen_ref.layers import Attention, TextTransformer, ctx_key_mask, timestep_embedding
 from imagen_ref.unet import BaseUNet
 
-NAMES = ["tiny-base", "tiny-sr"]
+NAMES = ["tiny-base", "tiny-sr", "calworld-base-32"]  # the last: text layers + position embedding
 L = 7  # text length used throughout
 
 
@@ -170,3 +170,71 @@ def test_config_variants_run(name, overrides):
     out = _randomize_(build_unet(cfg))(**_inputs(cfg, B=2))
     assert out.shape == (2, cfg.out_channels, cfg.image_size, cfg.image_size)
     assert torch.isfinite(out).all()
+
+
+def _reference_text_layer(blk, h, mask, heads):
+    """One TextTransformer block written out with explicit softmax (no SDPA)."""
+    B, L, D = h.shape
+    d = D // heads
+    x = F.layer_norm(h, (D,), blk["norm1"].weight, blk["norm1"].bias)
+    q, k, v = (x @ blk["qkv"].weight.T + blk["qkv"].bias).split(D, dim=-1)
+    out = torch.empty_like(h)
+    for b in range(B):
+        for n in range(heads):
+            sl = slice(n * d, (n + 1) * d)
+            keys = torch.cat([blk.null_kv[0, 0, n], k[b, :, sl]])  # (1 + L, d)
+            vals = torch.cat([blk.null_kv[1, 0, n], v[b, :, sl]])
+            logits = q[b, :, sl] @ keys.T / math.sqrt(d)  # (L, 1 + L)
+            allowed = torch.cat([torch.tensor([True]), mask[b]])
+            logits = logits.masked_fill(~allowed, float("-inf"))
+            out[b, :, sl] = logits.softmax(-1) @ vals
+    h = h + out @ blk["out"].weight.T + blk["out"].bias
+    lin1, lin2 = blk["mlp"][0], blk["mlp"][2]
+    y = F.layer_norm(h, (D,), blk["norm2"].weight, blk["norm2"].bias)
+    return h + F.gelu(y @ lin1.weight.T + lin1.bias) @ lin2.weight.T + lin2.bias
+
+
+@torch.no_grad()
+def test_text_transformer_matches_an_explicit_softmax_reference():
+    torch.manual_seed(0)  # test-only: parameter init
+    layers = _randomize_(TextTransformer(16, layers=2, heads=2, max_len=8))
+    g = torch.Generator().manual_seed(3)
+    ctx, mask = torch.randn(3, 5, 16, generator=g), torch.rand(3, 5, generator=g) < 0.6
+    mask[0] = False  # the unconditional row: only the null key
+    mask[1:, 0] = True
+    ref = ctx + layers.pos[:, :5]
+    for blk in layers.blocks:
+        ref = _reference_text_layer(blk, ref, mask, heads=2)
+    out = layers(ctx, ctx_key_mask(mask))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="positions"):
+        layers(torch.randn(1, 9, 16), ctx_key_mask(torch.ones(1, 9, dtype=torch.bool)))
+
+
+@torch.no_grad()
+def test_text_layers_make_the_base_unet_see_word_order():
+    """Text attention alone is blind to the order of the tokens (keys and values are a set);
+    the trainable text layers add token positions, so swapping two words changes the output."""
+    def swapped_gap(cfg):
+        torch.manual_seed(0)  # test-only: parameter init
+        model = _randomize_(build_unet(cfg))
+        kw = _inputs(cfg, B=2)
+        kw["text_mask"][:] = True
+        text = kw["text"].clone()
+        text[:, [1, 4]] = text[:, [4, 1]]
+        return (model(**dict(kw, text=text)) - model(**kw)).abs().max().item()
+
+    assert swapped_gap(get_config("tiny-base")) < 1e-5
+    assert swapped_gap(get_config("tiny-base", text_layers=1)) > 1e-3
+    assert swapped_gap(get_config("calworld-base-32")) > 1e-3
+
+
+def test_position_embedding_fixes_the_image_size():
+    cfg = get_config("calworld-base-32")
+    model = build_unet(cfg)
+    assert model.pos_emb.shape == (1, cfg.model_channels, 32, 32)
+    kw = _inputs(cfg, B=1)
+    kw["x"] = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="position embedding"):
+        model(**kw)
