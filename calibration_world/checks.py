@@ -416,6 +416,9 @@ def _extractor(args) -> tuple[Callable, str]:
         ext = load_fid_extractor(args.inception_weights, dims=args.fid_dims)
     except (WeightsNotFoundError, ValueError) as e:
         raise ChecksError(str(e)) from None
+    proto = getattr(ext, "protocol", {}) or {}
+    if "feature_extractor" in proto:  # not Inception: say which network it is
+        return ext, f"{proto['feature_extractor']}, {proto.get('feature_layer', ext.dims)}"
     return ext, f"inception pool-{ext.dims}"
 
 

@@ -89,13 +89,14 @@ class FeatureConfig:
 
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     dims: int = 128                               # feature dimension (the penultimate layer)
+    image_stats: int = 0                          # extra head: low-level image statistics (0: none)
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
         t = dict(d.get("trunk", {}))
         if "widths" in t:
             t["widths"] = tuple(t["widths"])
-        return cls(TrunkConfig(**t), int(d.get("dims", 128)))
+        return cls(TrunkConfig(**t), int(d.get("dims", 128)), int(d.get("image_stats", 0)))
 
 
 class FeatureNet(nn.Module):
@@ -107,7 +108,8 @@ class FeatureNet(nn.Module):
         self.trunk = Trunk(cfg.trunk)
         c, g = cfg.trunk.widths[-1], cfg.trunk.grid
         self.hidden = nn.Linear(c * g * g, cfg.dims)
-        self.head = nn.Linear(cfg.dims, N_COUNTS + N_CELLS + len(BACKGROUNDS) + len(TEXTURES))
+        self.head = nn.Linear(cfg.dims, N_COUNTS + N_CELLS + len(BACKGROUNDS) + len(TEXTURES)
+                              + cfg.image_stats)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # the FID features are the hidden layer before its SiLU: after it, large colour shifts
@@ -117,9 +119,12 @@ class FeatureNet(nn.Module):
 
     def heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.head(F.silu(features))
-        counts, cells, rest = out.split([N_COUNTS, N_CELLS, len(BACKGROUNDS) + len(TEXTURES)], dim=1)
-        return {"counts": counts, "cells": cells, "background": rest[:, :len(BACKGROUNDS)],
-                "texture": rest[:, len(BACKGROUNDS):]}
+        counts, cells, bg, tex, stats = out.split(
+            [N_COUNTS, N_CELLS, len(BACKGROUNDS), len(TEXTURES), self.cfg.image_stats], dim=1)
+        heads = {"counts": counts, "cells": cells, "background": bg, "texture": tex}
+        if self.cfg.image_stats:
+            heads["image_stats"] = stats
+        return heads
 
 
 def scene_targets(scene: Scene) -> dict[str, np.ndarray | int]:

@@ -20,8 +20,10 @@ from bench.weights import CALIBRATION_WORLD, check_weights, file_sha256
 from calibration_world.bundled import bundled_clip_path, bundled_features_path
 from calibration_world.models import (WorldClipScorer, WorldFeatureExtractor, load_clip_tower,
                                       load_feature_net)
-from calibration_world.train_metrics import (CHECK_STREAM, corrupt, degrade, fid_between, main,
-                                             meaning, render_batch, world_scenes)
+from calibration_world import checks
+from calibration_world.train_metrics import (CHECK_STREAM, corrupt, corrupt_images, degrade,
+                                             fid_between, image_stat_targets, main, meaning,
+                                             render_batch, world_scenes)
 from calibration_world.captions import captions
 from coco.reference import ReferenceStats
 
@@ -106,6 +108,31 @@ def test_distance_grows_with_degradation(extractor, sets, kind, weak, strong):
     assert clean < d_weak < d_strong, (kind, clean, d_weak, d_strong)
 
 
+def test_bundled_features_ladder_is_monotonic_at_every_strength(extractor, sets):
+    """The ladder the demo report shows (checks.KINDS, each step of each kind), at N vs N."""
+    images = np.concatenate([sets[1].numpy(), sets[3].numpy()]).transpose(0, 2, 3, 1)
+    rows = checks.degradation_ladder(images, extractor, progress=False)
+    for kind in checks.KINDS:
+        d = [r["distance"] for r in rows if r["kind"] == kind]
+        assert all(b > a for a, b in zip(d, d[1:])), (kind, d)
+
+
+def test_training_corruptions_and_image_statistics():
+    images = render_batch(world_scenes(0, CHECK_STREAM, 12), 32)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(corrupt_images(images, 0.0, gen), images)
+    changed = corrupt_images(images, 1.0, gen)
+    assert changed.dtype == torch.uint8 and changed.shape == images.shape
+    assert sum(not torch.equal(a, b) for a, b in zip(changed, images)) >= 10
+    stats = image_stat_targets(changed)
+    assert stats.shape == (12, 36) and stats.dtype == torch.float32
+    np.testing.assert_allclose(stats.numpy(), checks.simple_features(changed.numpy()), rtol=1e-6)
+    blurred = torch.from_numpy(checks.degrade(images.permute(0, 2, 3, 1).numpy(), "blur", 2.0))
+    grad = slice(30, 36)  # the gradient-energy statistics drop under blur
+    assert (image_stat_targets(blurred.permute(0, 3, 1, 2))[:, grad] <
+            image_stat_targets(images)[:, grad]).all()
+
+
 def test_true_caption_beats_swapped_colour(scorer, sets):
     scenes, images = sets[0][:64], sets[1][:64]
     rng = np.random.default_rng(0)
@@ -147,7 +174,9 @@ def test_metric_code_paths_accept_the_name(tmp_path):
 def test_recipe_commands_train_toy_models(tmp_path, capsys):
     trunk = {"resolution": 32, "widths": [8, 8, 16], "groups": 4}
     common = {"seed": 3, "n_train": 32, "n_val": 16, "steps": 3, "batch_size": 8, "lr": 0.002}
-    recipes = {"features": {"kind": "features", **common, "model": {"trunk": trunk, "dims": 16}},
+    recipes = {"features": {"kind": "features", **common, "corrupt_fraction": 0.5,
+                            "image_stats_weight": 10.0,
+                            "model": {"trunk": trunk, "dims": 16, "image_stats": 36}},
                "clip": {"kind": "clip", **common, "negatives": 2,
                         "model": {"trunk": trunk, "embed": 16, "text_width": 16, "text_heads": 2}}}
     for kind, recipe in recipes.items():
