@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 RECIPE_FORMAT = "calibration_world.cascade_recipe"
+OPTIONAL_STAGE_KEYS = ("max_aug_level",)  # imagen_ref.train's default when absent
 STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "warmup_steps",
               "ema_decay", "grad_clip", "cond_drop_prob", "seed")
 
@@ -72,6 +73,7 @@ def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Pat
     from imagen_ref.train import TrainArgs
 
     fields = {k: stage[k] for k in STAGE_KEYS}
+    fields.update({k: stage[k] for k in OPTIONAL_STAGE_KEYS if k in stage})
     return TrainArgs(**fields, data=str(data), out=str(ckpt_dir), save_every=0,
                      text_encoder=recipe["text_encoder"], max_length=recipe["max_length"],
                      embedding_cache=str(cache), device=device, progress=progress, log_every=10)

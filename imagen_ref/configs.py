@@ -35,6 +35,9 @@ class UNetConfig:
     dropout: float = 0.0  # paper: 0
     norm_groups: int = 32  # GroupNorm groups (gcd with channels)
     prediction: str = "eps"  # "eps" (Imagen) | "v"
+    # Options for small models, off in the paper's configs (see layers.TextTransformer):
+    text_layers: int = 0  # trainable transformer layers over the projected text (Imagen: 0)
+    pos_emb: bool = False  # learned absolute position embedding added after the input conv
 
 
 @dataclass
@@ -95,15 +98,18 @@ CONFIGS: dict[str, Config] = {
         image_size=64, lowres_size=32, channels=(16, 32, 64, 128), num_res_blocks=(1, 1, 2, 2),
         emb_dim=64, text_dim=384, ctx_dim=128, prediction="v"),
     # The calibration world's bundled cascade (calibration_world/recipes/cascade.json), trained on
-    # 2 CPU cores. Text attention at every resolution, 32x32 included: which object goes left
-    # is decided per pixel, and the pooled MiniLM vectors of "A left of B" and "B left of A"
-    # are nearly equal (notes/calibration_feasibility.md), so only token-level attention can
-    # tell them apart. v-prediction keeps the first unthresholded DDIM step sound (no 1/alpha_t
-    # amplification of the network's error where almost no signal is left).
+    # 2 CPU cores. The pooled MiniLM vectors of "A left of B" and "B left of A" are nearly equal
+    # (notes/calibration_feasibility.md), and a plain ADM U-Net with text attention at 16x16 and
+    # 8x8 drew relations at chance order there. Two trainable text layers with token positions
+    # let the keys say which object comes first, and a learned position embedding lets the
+    # queries say where a pixel is. Text attention at 32x32 as well costs 1.7x the training
+    # time per image (2 CPU cores), which the 60-minute budget cannot pay. v-prediction keeps
+    # the first unthresholded DDIM step sound (no 1/alpha_t amplification of the network's
+    # error where almost no signal is left).
     "calworld-base-32": UNetConfig(
         image_size=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
-        attn_resolutions=(32, 16, 8), head_dim=32, emb_dim=128, text_dim=384, ctx_dim=128,
-        prediction="v"),
+        attn_resolutions=(16, 8), head_dim=32, emb_dim=128, text_dim=384, ctx_dim=128,
+        prediction="v", text_layers=2, pos_emb=True),
     "calworld-sr-64": EfficientUNetConfig(
         image_size=64, lowres_size=32, channels=(16, 32, 64, 128), num_res_blocks=(1, 1, 2, 2),
         emb_dim=64, text_dim=384, ctx_dim=128, prediction="v"),

@@ -3,6 +3,7 @@ trains and bundles a loadable cascade end to end at toy size, and the oracle swe
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from calibration_world import render
 from calibration_world.bundled import bundled_cascade_path
 from calibration_world.dataset import split_scenes
 from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
-from calibration_world.train_cascade import default_recipe, load_recipe, main
+from calibration_world.train_cascade import default_recipe, load_recipe, main, stage_args
 from imagen_ref.configs import CONFIGS
 from imagen_ref.pipeline import Cascade, StageSampling
 
@@ -53,7 +54,11 @@ def test_bundled_cascade_loads_and_samples(bundled):
 def test_shipped_recipe_is_valid():
     recipe = load_recipe(default_recipe())
     assert [s["config"] for s in recipe["stages"]] == ["calworld-base-32", "calworld-sr-64"]
-    assert all(s["config"] in CONFIGS and 0 < s["max_minutes"] <= 60 for s in recipe["stages"])
+    assert all(s["config"] in CONFIGS and s["max_minutes"] > 0 for s in recipe["stages"])
+    assert sum(s["max_minutes"] for s in recipe["stages"]) <= 60  # the budget, both stages
+    sr = next(s for s in recipe["stages"] if s["stage"] == "sr")
+    args = stage_args(sr, recipe, Path("data"), Path("ckpt"), Path("cache"), None, False)
+    assert args.max_aug_level == sr["max_aug_level"] < 1.0
 
 
 def _toy_recipe(tmp_path):
