@@ -1,9 +1,10 @@
 """The calibration world's two metric networks, and the objects that put them in the metric paths.
 
     FeatureNet   a small CNN trained to predict scene attributes (counts per colour and shape,
-                 coarse positions per colour, background, texture) from 64² world images; its
-                 penultimate 128-d layer (before its activation) stands in for Inception's pool
-                 features in FID.
+                 coarse positions per colour, background, texture) and low-level image statistics
+                 (colour histograms, spreads, gradient energy) from 64² world images, half of
+                 them randomly blurred, noised or colour-cast; its penultimate 128-d layer
+                 (before its activation) stands in for Inception's pool features in FID.
     ClipTower    a small image CNN and a small trainable text head over the FROZEN MiniLM-L6
                  token embeddings, trained contrastively (InfoNCE, CLIP-style) with hard negative
                  captions; the cosine of the two embeddings stands in for CLIP's.
