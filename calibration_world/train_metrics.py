@@ -177,6 +177,7 @@ def feature_loss(net: FeatureNet, images: torch.Tensor, targets: dict,
 # the attribute targets stay, so the attribute heads learn to ignore them, while the image-statistics
 # head has to see them. Without it the features were blind to blur up to sigma 2.5 (a 64² image).
 TRAIN_CORRUPTIONS = {"blur": 3.0, "noise": 0.2, "color": 0.3}
+N_IMAGE_STATS = 36  # the width of checks.simple_features
 
 
 def corrupt_images(images: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
@@ -226,6 +227,9 @@ def train_features(recipe: dict, progress: bool = True) -> tuple[FeatureNet, dic
     """FeatureNet trained per the recipe; returns (net in eval mode, training record)."""
     t0 = time.perf_counter()
     cfg = FeatureConfig.from_dict(recipe["model"])
+    if cfg.image_stats not in (0, N_IMAGE_STATS):
+        raise UserError(f"model.image_stats must be 0 or {N_IMAGE_STATS} (checks.simple_features), "
+                        f"got {cfg.image_stats}")
     res, seed = cfg.trunk.resolution, int(recipe["seed"])
     train = world_scenes(seed, TRAIN_STREAM, recipe["n_train"])
     val = world_scenes(seed, VAL_STREAM, recipe["n_val"])

@@ -194,6 +194,11 @@ def test_recipe_commands_train_toy_models(tmp_path, capsys):
                   "--out", str(tmp_path / "x.safetensors")]
     assert main(wrong_kind) == 2
     assert "expected 'features'" in capsys.readouterr().err
+    bad = dict(recipes["features"], model={"trunk": trunk, "dims": 16, "image_stats": 5})
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["features", "--recipe", str(tmp_path / "bad.json"),
+                 "--out", str(tmp_path / "y.safetensors")]) == 2
+    assert "image_stats must be 0 or 36" in capsys.readouterr().err
 
 
 def test_training_text_embeddings_equal_the_scorers():
