@@ -6,6 +6,7 @@ and writes them either as image + .txt pairs or in the COCO 2014 caption layout.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,16 @@ def shapes_coco(tmp_path_factory) -> Path:
 def embedding_cache(tmp_path_factory) -> Path:
     """A caption-embedding cache directory shared by the whole test session."""
     return tmp_path_factory.mktemp("embedding_cache")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt fails the test (modules that must stay offline use this with
+    `pytestmark = pytest.mark.usefixtures("no_network")`)."""
+    def refuse(*a, **k):
+        raise AssertionError("a test tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 @pytest.fixture(autouse=True)

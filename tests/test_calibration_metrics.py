@@ -7,7 +7,6 @@ degradation ladder uses strengths far apart so the order holds at 200 images.
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -30,13 +29,7 @@ from coco.reference import ReferenceStats
 N = 200  # images per set: more than the 128 feature dims, so covariances are full rank
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt fails the test: everything here is offline."""
-    def refuse(*a, **k):
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest.no_network: offline
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 and the offline rule (missing weights stop with one message naming the file and where it goes)."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,7 @@ from fakes import make_clip_dir, make_clip_weights
 LONG = " ".join(["a very long caption about a red square and a green circle"] * 4)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any connection attempt fails the test: nothing may download."""
-    def refuse(*a, **k):
-        raise AssertionError("a test tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest.no_network: offline
 
 
 @pytest.fixture(scope="module")
