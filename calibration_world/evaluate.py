@@ -22,6 +22,7 @@ from imagen_ref.device import derive_seed
 from .captions import caption
 from .dataset import split_scenes
 from .oracle import Oracle
+from .scenes import Scene, render
 
 SKILL_FIELDS = ("color", "count", "shape", "binding", "relation_axis", "relation_order",
                 "relation", "all_right")
@@ -33,12 +34,32 @@ EPILOG = """examples:
   # a trained checkpoint, both stages, a finer guidance grid
   python -m calibration_world.evaluate --cascade runs/cw_cascade/checkpoint --stages 2 \\
       --guidance 0 1 2 3 5 8 --thresholding none static dynamic:0.995 --out runs/cw_eval2
+  # the SR stage alone, fed ground-truth 32x32 renders: what it keeps of a perfect base
+  python -m calibration_world.evaluate --sr-from-truth --guidance 1 3 --thresholding static \\
+      --out runs/cw_eval_sr
 """
+
+
+def heldout_scenes(n: int, seed: int = 0) -> list[Scene]:
+    """The first n validation scenes of the world with this dataset seed."""
+    return split_scenes("val2014", n, seed)
 
 
 def heldout_captions(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """(caption, skill) of the first n validation scenes of the world with this dataset seed."""
-    return [(caption(s), s.skill) for s in split_scenes("val2014", n, seed)]
+    return [(caption(s), s.skill) for s in heldout_scenes(n, seed)]
+
+
+def truth_lowres(scenes: list[Scene], image_size: int, lowres_size: int) -> torch.Tensor:
+    """(B, 3, lowres_size, lowres_size) in [-1, 1]: each scene rendered at an SR stage's output
+    size and PIL-bicubic downsampled to its input size, as imagen_ref.train makes SR inputs."""
+    from PIL import Image
+
+    from imagen_ref.data import to_tensor
+
+    return torch.stack([to_tensor(render(s, image_size).resize((lowres_size, lowres_size),
+                                                                Image.Resampling.BICUBIC))
+                        for s in scenes])
 
 
 def _score_batch(oracle: Oracle, images: torch.Tensor, prompts, skills, first: int,
@@ -55,7 +76,8 @@ def _score_batch(oracle: Oracle, images: torch.Tensor, prompts, skills, first: i
 
 def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none", "static"), *,
                  steps: int = 25, seed: int = 0, num_stages: int = 1, batch_size: int = 50,
-                 oracle: Oracle | None = None, progress: bool = False) -> list[dict]:
+                 lowres: torch.Tensor | None = None, oracle: Oracle | None = None,
+                 progress: bool = False) -> list[dict]:
     """Sample every caption under every (guidance, thresholding) setting and score it.
 
     Args:
@@ -64,6 +86,8 @@ def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none
         guidances, modes: the grid; modes are imagen_ref thresholding strings.
         steps: DDIM steps per stage; seed: base seed (image i uses derive_seed(seed, i)).
         num_stages: 1 scores the base stage; 2 adds the SR stage (same settings).
+        lowres: one low-res image per caption (e.g. `truth_lowres`): the SR stage (num_stages
+            2) is fed these instead of the base stage's samples; rows say `from_truth`.
     Returns: one row per image: setting, index, seed, caption, skill, the oracle's booleans
         (`SKILL_FIELDS`, relation fields None without a relation) and `saturation` (fraction
         of pixel values with |x| >= 0.98 before quantisation).
@@ -76,12 +100,15 @@ def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none
     grid = [(float(w), m) for w in guidances for m in modes]
     rows = []
     for n_done, (w, mode) in enumerate(grid):
-        setting = {"guidance": w, "thresholding": mode, "steps": steps, "stages": num_stages}
+        setting = {"guidance": w, "thresholding": mode, "steps": steps, "stages": num_stages,
+                   "from_truth": lowres is not None}
         cfg = StageSampling(guidance=w, thresholding=mode, steps=steps)
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
+            given = ({} if lowres is None
+                     else {"start": 1, "lowres": lowres[start:start + batch_size]})
             images = cascade.sample([c for c, _ in chunk], seeds[start:start + batch_size], cfg,
-                                    num_stages=num_stages)[-1]
+                                    num_stages=num_stages, **given)[-1]
             rows += _score_batch(oracle, images, [c for c, _ in chunk], [s for _, s in chunk],
                                  start, seeds[start:start + batch_size], setting)
         if progress:
@@ -139,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholding", nargs="+", default=["none", "static"])
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--stages", type=int, default=1, help="1: base only; 2: base + SR")
+    p.add_argument("--sr-from-truth", action="store_true",
+                   help="score the SR stage alone, fed ground-truth renders at its input size "
+                        "instead of base samples (implies --stages 2)")
     p.add_argument("--seed", type=int, default=0, help="base noise seed")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu")
@@ -166,10 +196,20 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    captions = heldout_captions(args.n, args.data_seed)
+    scenes = heldout_scenes(args.n, args.data_seed)
+    captions = [(caption(s), s.skill) for s in scenes]
+    lowres = None
+    if args.sr_from_truth:
+        if len(cascade.stages) < 2 or cascade.stages[1].config.lowres_size is None:
+            print(f"error: --sr-from-truth needs a cascade with a super-resolution stage; {path} "
+                  f"has {[s.key for s in cascade.stages]}", file=sys.stderr)
+            return 2
+        args.stages = 2
+        conf = cascade.stages[1].config
+        lowres = truth_lowres(scenes, conf.image_size, conf.lowres_size)
     rows = oracle_sweep(cascade, captions, args.guidance, args.thresholding, steps=args.steps,
                         seed=args.seed, num_stages=args.stages, batch_size=args.batch_size,
-                        progress=True)
+                        lowres=lowres, progress=True)
     summary = summarize(rows)
     meta = {"cascade": str(path), "cascade_describe": cascade.describe(), **vars(args)}
     write_results(Path(args.out), rows, summary, meta)

@@ -116,18 +116,36 @@ class Cascade:
 
     @torch.inference_mode()
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], settings=StageSampling(), *,
-               num_stages: int | None = None, precision: str = "fp32",
-               progress: bool = False) -> list[torch.Tensor]:
+               num_stages: int | None = None, start: int = 0, lowres: torch.Tensor | None = None,
+               precision: str = "fp32", progress: bool = False) -> list[torch.Tensor]:
         """Sample one image per (prompt, seed) through the first `num_stages` stages.
+
+        `start` > 0 skips the stages before it and feeds `lowres` (B, 3, h, w) in [-1, 1] to
+        stage `start`, a super-resolution stage: e.g. ground-truth low-res images, to judge an
+        SR stage apart from the stages before it. Each stage's noise depends only on (seed,
+        stage), so stage `start` fed the earlier stages' output gives the full cascade's images.
+        `settings` (one, or a list) are those of the stages run.
 
         Returns: the images of every stage run, each (B, 3, H, W) in [-1, 1] on the CPU.
         """
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         stages = self.stages[: num_stages or None]
+        if not 0 <= start < len(stages):
+            raise ValueError(f"start={start}: this cascade runs stages 0..{len(stages) - 1}")
+        if (start > 0) != (lowres is not None):
+            raise ValueError("a low-res input is needed exactly when starting at a "
+                             "super-resolution stage (start > 0)")
+        if lowres is not None:
+            if lowres.ndim != 4 or lowres.shape[0] != len(prompts) or lowres.shape[1] != 3:
+                raise ValueError(f"lowres must be ({len(prompts)}, 3, h, w), one image per "
+                                 f"prompt; got {tuple(lowres.shape)}")
+            if not torch.isfinite(lowres).all():
+                raise ValueError("lowres has NaN or infinite values")
+        stages = stages[start:]
         per_stage = expand_settings(settings, len(stages))
         text, mask = self.encode(prompts)
-        outputs, lowres = [], None
+        outputs = []
         for stage, cfg in zip(stages, per_stage):
             lowres = self._sample_stage(stage, cfg, text, mask, seeds, lowres, precision, progress)
             outputs.append(lowres.cpu())

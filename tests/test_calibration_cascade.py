@@ -152,3 +152,66 @@ def test_train_time_budget_stops_and_saves(tmp_path):
     result = train(args)
     assert result["step"] == 2  # the first log step past the budget
     assert stage_spec(tmp_path / "ckpt", "base").training["max_minutes"] == 1e-9
+
+
+def test_sr_stage_started_on_given_lowres_reproduces_the_full_cascade(bundled):
+    prompts, seeds = ["a red circle to the left of a blue square", "two green triangles"], [3, 4]
+    cfg = StageSampling(guidance=3.0, thresholding="static", steps=3)
+    base, sr = bundled.sample(prompts, seeds, cfg)
+    (sr_only,) = bundled.sample(prompts, seeds, cfg, start=1, lowres=base)
+    torch.testing.assert_close(sr_only, sr)
+    (other,) = bundled.sample(prompts, seeds, cfg, start=1, lowres=base.flip(-1))
+    assert (other - sr).abs().mean() > 0.05  # the input is used, not ignored
+
+
+def test_sample_start_checks_its_input(bundled):
+    one = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="low-res input is needed"):
+        bundled.sample(["a red circle"], [0], start=1)
+    with pytest.raises(ValueError, match="low-res input is needed"):
+        bundled.sample(["a red circle"], [0], lowres=one)
+    with pytest.raises(ValueError, match="one image per prompt"):
+        bundled.sample(["a red circle"], [0], start=1, lowres=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="NaN"):
+        bundled.sample(["a red circle"], [0], start=1, lowres=torch.full_like(one, float("nan")))
+    with pytest.raises(ValueError, match="start=2"):
+        bundled.sample(["a red circle"], [0], start=2, lowres=one)
+
+
+def test_truth_lowres_is_what_sr_training_sees(tmp_path):
+    from calibration_world.evaluate import truth_lowres
+    from imagen_ref.data import CaptionedImages, Preprocess, Record
+
+    scenes = split_scenes("val2014", 3, 0)
+    records = []
+    for k, scene in enumerate(scenes):
+        path = tmp_path / f"{k}.png"
+        render(scene, 64).save(path)
+        records.append(Record(path, ("x",)))
+    ds = CaptionedImages(records, Preprocess(64, 32))
+    expected = torch.stack([ds[k]["lowres"] for k in range(3)])
+    got = truth_lowres(scenes, 64, 32)
+    assert got.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(got, expected)
+
+
+def test_evaluate_sr_from_truth_command(tmp_path, capsys):
+    import shutil
+
+    from calibration_world.evaluate import main as evaluate_main
+
+    out = tmp_path / "sr"
+    argv = ["--n", "3", "--steps", "2", "--guidance", "1", "--thresholding", "static"]
+    assert evaluate_main(["--sr-from-truth", *argv, "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["from_truth"] and r["stages"] == 2 for r in rows)
+    assert {r["caption"] for r in rows} == {c for c, _ in heldout_captions(3)}
+    base_only = tmp_path / "base_only"
+    shutil.copytree(bundled_cascade_path(), base_only)
+    manifest = json.loads((base_only / "cascade.json").read_text())
+    manifest["stages"] = manifest["stages"][:1]
+    (base_only / "cascade.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert evaluate_main(["--sr-from-truth", *argv, "--cascade", str(base_only),
+                          "--out", str(tmp_path / "x")]) == 2
+    assert "super-resolution stage" in capsys.readouterr().err
