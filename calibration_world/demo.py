@@ -257,6 +257,29 @@ def stage_report(args, paths) -> None:
 # the command
 
 
+def check_not_stale(out, paths, model) -> None:
+    """DemoError when --out holds benchmark runs of another cascade (the bundled weights were
+    updated since, say): the runs would refuse to mix images, deep inside a worker."""
+    from bench.adapters import AdapterError, ImagenRefAdapter
+
+    try:
+        now = ImagenRefAdapter(model).model_id
+    except AdapterError:
+        return  # not an imagen_ref checkpoint: bench.coco_fid says what is wrong with it
+    for name in ("coco_fid", "drawbench"):
+        run = paths[name] / "run.json"
+        if not run.is_file():
+            continue
+        try:
+            old = json.loads(run.read_text(encoding="utf-8"))["spec"]["model"]["model_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: the benchmark's own check reports it
+        if old != now:
+            raise DemoError(f"{out} holds a demo of another cascade ({old}; now {now}: the "
+                            f"bundled weights were updated, or --model changed); remove it "
+                            f"(make clean, or rm -r {out}) or pass --out DIR for a fresh demo")
+
+
 def run_demo(args) -> dict:
     """Every stage in order; returns demo.json's record (settings, seconds per stage)."""
     from bench.coco_fid import UserError, default_model
@@ -270,6 +293,7 @@ def run_demo(args) -> dict:
             args.model = default_model()
         except UserError as e:
             raise DemoError(str(e)) from None
+    check_not_stale(args.out, paths, args.model)
     record = {"settings": {k: v for k, v in vars(args).items()}, "stages": {}}
     world = None
 

@@ -130,13 +130,13 @@ def test_report_and_rater_without_inputs_ask_for_make_demo(tmp_path, monkeypatch
 # make demo, toy size
 
 
-def tiny_cascade(directory: Path) -> Path:
+def tiny_cascade(directory: Path, seed: int = 0) -> Path:
     from imagen_ref.checkpoint import save_stage
     from imagen_ref.configs import build_unet, get_config
     from imagen_ref.diffusion import Schedule
 
     model = build_unet(get_config("tiny-base")).eval()
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():  # output layers start at zero: perturb so text matters
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
@@ -198,6 +198,12 @@ def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
                                            "pairs", "raters", "analyze", "report"]
         samples = Path("runs/demo/coco_fid/samples.jsonl").read_text()
         assert demo.main(["--model", str(ckpt), *TOY_DEMO]) == 0   # resumes: nothing redone
+        assert Path("runs/demo/coco_fid/samples.jsonl").read_text() == samples
+        capsys.readouterr()
+        other = tiny_cascade(tmp_path / "other", seed=1)  # e.g. updated bundled weights
+        assert demo.main(["--model", str(other), *TOY_DEMO]) == 2
+        err = capsys.readouterr().err
+        assert "holds a demo of another cascade" in err and "make clean" in err
         assert Path("runs/demo/coco_fid/samples.jsonl").read_text() == samples
     finally:
         torch.set_num_threads(threads)
