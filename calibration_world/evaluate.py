@@ -34,6 +34,8 @@ EPILOG = """examples:
   # a trained checkpoint, both stages, a finer guidance grid
   python -m calibration_world.evaluate --cascade runs/cw_cascade/checkpoint --stages 2 \\
       --guidance 0 1 2 3 5 8 --thresholding none static dynamic:0.995 --out runs/cw_eval2
+  # does the layout follow the word order? "A left of B" vs "B left of A" from the same noise
+  python -m calibration_world.evaluate --swap-test --guidance 3 --out runs/cw_swap
   # the SR stage alone, fed ground-truth 32x32 renders: what it keeps of a perfect base
   python -m calibration_world.evaluate --sr-from-truth --guidance 1 3 --thresholding static \\
       --out runs/cw_eval_sr
@@ -116,6 +118,71 @@ def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none
     return rows
 
 
+def swapped_captions(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """n pairs ("A <relation> B", "B <relation> A") from seeded two-object scenes: the same
+    words in the other order, which asks for the opposite layout."""
+    import numpy as np
+
+    from .captions import PHRASES, Group, phrase
+    from .scenes import sample_scene
+
+    out = []
+    for i in range(n):
+        scene = sample_scene(np.random.default_rng([seed, 7, i]), "Positional")
+        a, rel, b = scene.relation
+        ga, gb = (Group(scene.objects[k].color, scene.objects[k].shape) for k in (a, b))
+        out.append((f"{phrase(ga)} {PHRASES[rel]} {phrase(gb)}",
+                    f"{phrase(gb)} {PHRASES[rel]} {phrase(ga)}"))
+    return out
+
+
+def order_swap_test(cascade, n: int = 100, *, guidance: float = 3.0, thresholding: str = "static",
+                    steps: int = 25, seed: int = 0, num_stages: int = 1, batch_size: int = 50,
+                    oracle: Oracle | None = None) -> dict:
+    """Does the layout follow the word order? Each pair of `swapped_captions` is sampled from the
+    same noise; where the oracle finds both objects in both images, `order_right` is the share
+    of images with the pair in the caption's order and `flip_rate` the share of pairs whose
+    layout swapped with the words. A model that reads the order flips (near 1); one that places
+    the objects by the noise alone does not (near 0, with order_right near 0.5)."""
+    from imagen_ref.pipeline import StageSampling
+
+    from .captions import parse_caption
+    from .oracle import _find
+
+    oracle = oracle or Oracle()
+    pairs = swapped_captions(n, seed)
+    seeds = [derive_seed(seed, "order_swap", i) for i in range(n)]
+    cfg = StageSampling(guidance=guidance, thresholding=thresholding, steps=steps)
+
+    def orders(captions: list[str]) -> list[bool | None]:
+        out = []
+        for start in range(0, n, batch_size):
+            chunk = captions[start:start + batch_size]
+            images = cascade.sample(chunk, seeds[start:start + batch_size], cfg,
+                                    num_stages=num_stages)[-1]
+            for img, text in zip(images, chunk):
+                arr = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
+                dets, req = oracle.detect(arr.numpy()), parse_caption(text)
+                i, rel, j = req.relation
+                a = _find(dets, req.groups[i].color, req.groups[i].shape, None)
+                b = (_find(dets, req.groups[j].color, req.groups[j].shape, a)
+                     if a is not None else None)
+                if a is None or b is None:
+                    out.append(None)
+                    continue
+                before = a.x < b.x if rel in ("left", "right") else a.y < b.y
+                out.append(before == (rel in ("left", "above")))
+        return out
+
+    first, second = orders([p[0] for p in pairs]), orders([p[1] for p in pairs])
+    found = [(x, y) for x, y in zip(first, second) if x is not None and y is not None]
+    k = len(found)
+    return {"n_pairs": n, "n_found": k, "guidance": guidance, "thresholding": thresholding,
+            "steps": steps, "stages": num_stages,
+            "order_right": sum(x + y for x, y in found) / (2 * k) if k else None,
+            "flip_rate": sum(x == y for x, y in found) / k if k else None}
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     """Per (guidance, thresholding): n, the rate of every skill field over the images where it
     applies (relations: only relation captions), and the mean saturation."""
@@ -162,11 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="results folder")
     p.add_argument("--n", type=int, default=150, help="held-out captions")
     p.add_argument("--data-seed", type=int, default=0, help="the world dataset's seed")
-    p.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0, 5.0, 8.0])
-    p.add_argument("--thresholding", nargs="+", default=["none", "static"])
+    p.add_argument("--guidance", type=float, nargs="+", default=None,
+                   help="guidance weights (default: 0 1 3 5 8; --swap-test: 3)")
+    p.add_argument("--thresholding", nargs="+", default=None,
+                   help="thresholding modes (default: none static; --swap-test: static)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--stages", type=int, default=1, help="1: base only; 2: base + SR")
-    p.add_argument("--sr-from-truth", action="store_true",
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--swap-test", action="store_true",
+                   help="instead of the sweep: relation captions and the same words with the two "
+                        "objects swapped, from the same noise, at the first --guidance and "
+                        "--thresholding; does the layout follow the word order? (swap.json)")
+    only.add_argument("--sr-from-truth", action="store_true",
                    help="score the SR stage alone, fed ground-truth renders at its input size "
                         "instead of base samples (implies --stages 2)")
     p.add_argument("--seed", type=int, default=0, help="base noise seed")
@@ -196,6 +270,19 @@ def main(argv=None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.swap_test:
+        result = order_swap_test(cascade, args.n, guidance=(args.guidance or [3.0])[0],
+                                 thresholding=(args.thresholding or ["static"])[0],
+                                 steps=args.steps,
+                                 seed=args.seed, num_stages=args.stages,
+                                 batch_size=args.batch_size)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "swap.json").write_text(json.dumps({**result, "cascade": str(path)}, indent=2) + "\n")
+        print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in result.items()))
+        print(f"results: {out / 'swap.json'}")
+        return 0
     scenes = heldout_scenes(args.n, args.data_seed)
     captions = [(caption(s), s.skill) for s in scenes]
     lowres = None
@@ -207,6 +294,8 @@ def main(argv=None) -> int:
         args.stages = 2
         conf = cascade.stages[1].config
         lowres = truth_lowres(scenes, conf.image_size, conf.lowres_size)
+    args.guidance = args.guidance or [0.0, 1.0, 3.0, 5.0, 8.0]
+    args.thresholding = args.thresholding or ["none", "static"]
     rows = oracle_sweep(cascade, captions, args.guidance, args.thresholding, steps=args.steps,
                         seed=args.seed, num_stages=args.stages, batch_size=args.batch_size,
                         lowres=lowres, progress=True)

@@ -215,3 +215,54 @@ def test_evaluate_sr_from_truth_command(tmp_path, capsys):
     assert evaluate_main(["--sr-from-truth", *argv, "--cascade", str(base_only),
                           "--out", str(tmp_path / "x")]) == 2
     assert "super-resolution stage" in capsys.readouterr().err
+
+
+class _LayoutCascade:
+    """Stands in for a cascade: two objects on the caption's axis, the caption's subject first
+    (`reads_order`) or whichever pair sorts first whatever the words say."""
+
+    def __init__(self, reads_order: bool):
+        self.reads_order = reads_order
+
+    def _render(self, text):
+        from calibration_world.captions import AXIS, parse_caption
+        from calibration_world.scenes import PALETTE, Obj, Scene
+
+        req = parse_caption(text)
+        i, rel, j = req.relation
+        first, second = req.groups[i], req.groups[j]
+        if rel in ("right", "below"):
+            first, second = second, first
+        if not self.reads_order:
+            first, second = sorted([first, second], key=lambda g: (g.color, g.shape))
+        spots = [(0.25, 0.5), (0.75, 0.5)] if AXIS[rel] == "x" else [(0.5, 0.25), (0.5, 0.75)]
+        objs = tuple(Obj(g.shape, g.color, x, y, 0.3, PALETTE[g.color])
+                     for g, (x, y) in zip((first, second), spots))
+        return _rendered(Scene(objs, "Positional"))
+
+    def sample(self, prompts, seeds, cfg, num_stages=1):
+        return [torch.stack([self._render(p) for p in prompts])]
+
+
+def test_order_swap_test_tells_a_model_that_reads_the_order_from_one_that_does_not():
+    from calibration_world.evaluate import order_swap_test, swapped_captions
+
+    pairs = swapped_captions(8)
+    assert len({p for p in pairs}) == 8
+    for a, b in pairs:  # the same words, the two objects swapped
+        assert sorted(a.split()) == sorted(b.split()) and a != b
+    good = order_swap_test(_LayoutCascade(True), 8, steps=1, batch_size=3)
+    assert good["n_found"] == 8 and good["order_right"] == 1.0 and good["flip_rate"] == 1.0
+    blind = order_swap_test(_LayoutCascade(False), 8, steps=1, batch_size=3)
+    assert blind["n_found"] == 8 and blind["order_right"] == 0.5 and blind["flip_rate"] == 0.0
+
+
+def test_evaluate_swap_test_command(tmp_path):
+    from calibration_world.evaluate import main as evaluate_main
+
+    out = tmp_path / "swap"
+    assert evaluate_main(["--swap-test", "--n", "2", "--steps", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "swap.json").read_text())  # default: guided, not w = 0
+    assert result["n_pairs"] == 2 and result["stages"] == 1
+    assert (result["guidance"], result["thresholding"]) == (3.0, "static")
+    assert 0 <= result["n_found"] <= 2
