@@ -147,7 +147,7 @@ def order_swap_test(cascade, n: int = 100, *, guidance: float = 3.0, thresholdin
     from imagen_ref.pipeline import StageSampling
 
     from .captions import parse_caption
-    from .oracle import _find
+    from .oracle import relation_order
 
     oracle = oracle or Oracle()
     pairs = swapped_captions(n, seed)
@@ -162,16 +162,7 @@ def order_swap_test(cascade, n: int = 100, *, guidance: float = 3.0, thresholdin
                                     num_stages=num_stages)[-1]
             for img, text in zip(images, chunk):
                 arr = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
-                dets, req = oracle.detect(arr.numpy()), parse_caption(text)
-                i, rel, j = req.relation
-                a = _find(dets, req.groups[i].color, req.groups[i].shape, None)
-                b = (_find(dets, req.groups[j].color, req.groups[j].shape, a)
-                     if a is not None else None)
-                if a is None or b is None:
-                    out.append(None)
-                    continue
-                before = a.x < b.x if rel in ("left", "right") else a.y < b.y
-                out.append(before == (rel in ("left", "above")))
+                out.append(relation_order(oracle.detect(arr.numpy()), parse_caption(text)))
         return out
 
     first, second = orders([p[0] for p in pairs]), orders([p[1] for p in pairs])
@@ -273,8 +264,7 @@ def main(argv=None) -> int:
     if args.swap_test:
         result = order_swap_test(cascade, args.n, guidance=(args.guidance or [3.0])[0],
                                  thresholding=(args.thresholding or ["static"])[0],
-                                 steps=args.steps,
-                                 seed=args.seed, num_stages=args.stages,
+                                 steps=args.steps, seed=args.seed, num_stages=args.stages,
                                  batch_size=args.batch_size)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -198,19 +198,38 @@ def _find(dets: list[Detection], color: str, shape: str, taken: Detection | None
     return None
 
 
-def relation_checks(dets: list[Detection], req: Requirement) -> tuple[bool | None, bool | None]:
-    """(axis right, order right) of the caption's relation, or (None, None) without one."""
-    if req.relation is None:
-        return None, None
+def _relation_pair(dets: list[Detection], req: Requirement):
+    """(subject, object, relation) detections of the caption's relation; None when either
+    object is not found."""
     i, rel, j = req.relation
     a = _find(dets, req.groups[i].color, req.groups[i].shape, None)
     b = _find(dets, req.groups[j].color, req.groups[j].shape, a) if a is not None else None
-    if a is None or b is None:
+    return None if a is None or b is None else (a, b, rel)
+
+
+def _in_order(a: Detection, b: Detection, rel: str) -> bool:
+    return {"left": a.x < b.x, "right": a.x > b.x, "above": a.y < b.y, "below": a.y > b.y}[rel]
+
+
+def relation_checks(dets: list[Detection], req: Requirement) -> tuple[bool | None, bool | None]:
+    """(axis right, order right) of the caption's relation, or (None, None) without one; both
+    False when either object is missing."""
+    if req.relation is None:
+        return None, None
+    pair = _relation_pair(dets, req)
+    if pair is None:
         return False, False
+    a, b, rel = pair
     dx, dy = a.x - b.x, a.y - b.y
     axis_ok = ("x" if abs(dx) >= abs(dy) else "y") == AXIS[rel]
-    order_ok = {"left": dx < 0, "right": dx > 0, "above": dy < 0, "below": dy > 0}[rel]
-    return axis_ok, bool(order_ok)
+    return axis_ok, _in_order(a, b, rel)
+
+
+def relation_order(dets: list[Detection], req: Requirement) -> bool | None:
+    """Whether the caption's two objects stand in its order along its axis; None without a
+    relation or when either object is missing."""
+    pair = _relation_pair(dets, req) if req.relation is not None else None
+    return None if pair is None else _in_order(*pair)
 
 
 def score_detections(dets: list[Detection], req: Requirement) -> dict:
