@@ -66,9 +66,11 @@ def truth_lowres(scenes: list[Scene], image_size: int, lowres_size: int) -> torc
 
 def _score_batch(oracle: Oracle, images: torch.Tensor, prompts, skills, first: int,
                  seeds, setting: dict) -> list[dict]:
+    from imagen_ref.pipeline import to_uint8
+
     rows = []
-    for k, (img, prompt, skill) in enumerate(zip(images, prompts, skills)):
-        arr = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    for k, (img, arr, prompt, skill) in enumerate(zip(images, to_uint8(images).numpy(), prompts,
+                                                      skills)):
         scores = oracle.score(arr, prompt)
         rows.append({**setting, "index": first + k, "seed": seeds[k], "caption": prompt,
                      "skill": skill, **{f: scores[f] for f in SKILL_FIELDS},
@@ -144,7 +146,7 @@ def order_swap_test(cascade, n: int = 100, *, guidance: float = 3.0, thresholdin
     of images with the pair in the caption's order and `flip_rate` the share of pairs whose
     layout swapped with the words. A model that reads the order flips (near 1); one that places
     the objects by the noise alone does not (near 0, with order_right near 0.5)."""
-    from imagen_ref.pipeline import StageSampling
+    from imagen_ref.pipeline import StageSampling, to_uint8
 
     from .captions import parse_caption
     from .oracle import relation_order
@@ -160,9 +162,8 @@ def order_swap_test(cascade, n: int = 100, *, guidance: float = 3.0, thresholdin
             chunk = captions[start:start + batch_size]
             images = cascade.sample(chunk, seeds[start:start + batch_size], cfg,
                                     num_stages=num_stages)[-1]
-            for img, text in zip(images, chunk):
-                arr = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
-                out.append(relation_order(oracle.detect(arr.numpy()), parse_caption(text)))
+            for arr, text in zip(to_uint8(images).numpy(), chunk):
+                out.append(relation_order(oracle.detect(arr), parse_caption(text)))
         return out
 
     first, second = orders([p[0] for p in pairs]), orders([p[1] for p in pairs])

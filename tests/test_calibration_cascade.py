@@ -248,7 +248,7 @@ def test_order_swap_test_tells_a_model_that_reads_the_order_from_one_that_does_n
     from calibration_world.evaluate import order_swap_test, swapped_captions
 
     pairs = swapped_captions(8)
-    assert len({p for p in pairs}) == 8
+    assert len(set(pairs)) == 8
     for a, b in pairs:  # the same words, the two objects swapped
         assert sorted(a.split()) == sorted(b.split()) and a != b
     good = order_swap_test(_LayoutCascade(True), 8, steps=1, batch_size=3)
