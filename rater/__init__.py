@@ -6,3 +6,9 @@
 store.py keeps the votes, tasks.py reads `python -m bench.drawbench pairs` task files,
 controls.py makes the control trials, app.py is the Streamlit app.
 """
+
+# `python -m rater serve` hands the app its secrets in these environment variables, not on the
+# command line, where any user of the machine can read them (ps, /proc/PID/cmdline). Users may
+# set them too, instead of --admin-token / --db.
+ADMIN_TOKEN_ENV = "RATER_ADMIN_TOKEN"
+DB_ENV = "RATER_DB"

@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rater import ADMIN_TOKEN_ENV, DB_ENV
 from rater.tasks import add_session_args
 
 EPILOG = """examples:
   python -m rater serve      # the rating tasks of `make demo` (runs/demo/tasks/tasks.jsonl)
   python -m bench.drawbench pairs --a runs/db:w1-none-aug0-ddim64 --b runs/db:w5-dyn0.995-aug0-ddim64 \\
       --out tasks/guidance.jsonl
-  python -m rater serve --tasks tasks/guidance.jsonl --db ratings.db --admin-token s3cret
-  python -m rater serve --tasks tasks/guidance.jsonl --db postgresql://user@host/ratings --port 8600
+  RATER_ADMIN_TOKEN=s3cret python -m rater serve --tasks tasks/guidance.jsonl --db ratings.db
+  RATER_DB=postgresql://user:pw@host/ratings python -m rater serve --tasks tasks/guidance.jsonl
   # raters open http://HOST:8501/?rater=alice ; the admin opens http://HOST:8501/?admin=1
   python -m rater analyze --db ratings.db --out reports/human
 """
@@ -35,11 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None,
                    help="tasks.jsonl of python -m bench.drawbench pairs (default: the tasks "
                    "`make demo` wrote, runs/demo/tasks/tasks.jsonl)")
-    p.add_argument("--db", default="ratings.db", help="SQLite file or SQLAlchemy URL")
+    p.add_argument("--db", default=None,
+                   help="SQLite file or SQLAlchemy URL (default: $RATER_DB if set, else "
+                        "ratings.db; a URL with a password is better given there)")
     p.add_argument("--port", type=int, default=8501, help="HTTP port")
     p.add_argument("--address", default=None, help="address to bind (Streamlit's default: all)")
     p.add_argument("--admin-token", default=None,
-                   help="token of the admin page at ?admin=1 (off if not given)")
+                   help="token of the admin page at ?admin=1 (default: $RATER_ADMIN_TOKEN; off if "
+                        "neither is set). Prefer the variable: a flag is readable by every user "
+                        "of the machine in the process list")
     add_session_args(p)
     sub.add_parser("analyze", help="statistics of the votes (python -m rater analyze --help)",
                    add_help=False)
@@ -47,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def streamlit_command(args) -> list[str]:
-    """The `streamlit run` command line equivalent to `serve` args."""
+    """The `streamlit run` command line equivalent to `serve` args, without the secrets (the
+    admin token and the database URL travel in `streamlit_env`)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
            "--server.port", str(args.port), "--server.headless", "true",
            "--browser.gatherUsageStats", "false",
@@ -55,12 +61,42 @@ def streamlit_command(args) -> list[str]:
            "--client.toolbarMode", "minimal"]
     if args.address:
         cmd += ["--server.address", args.address]
-    cmd += ["--", "--tasks", str(Path(args.tasks).resolve()), "--db", args.db,
+    cmd += ["--", "--tasks", str(Path(args.tasks).resolve()),
             "--control-rate", str(args.control_rate), "--seed", str(args.seed),
             "--min-answer-s", str(args.min_answer_s)]
-    if args.admin_token:
-        cmd += ["--admin-token", args.admin_token]
     return cmd
+
+
+def resolve_secrets(args, environ=os.environ) -> None:
+    """Fill `args.db` and `args.admin_token` from the environment where the flags are absent."""
+    args.db = args.db or environ.get(DB_ENV) or "ratings.db"
+    args.admin_token = args.admin_token or environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def shown_db(db: str) -> str:
+    """The database as printed: a URL's password masked."""
+    if "://" not in db:
+        return db
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(db).render_as_string(hide_password=True)
+    except ArgumentError:
+        return db
+
+
+def streamlit_env(args, environ=os.environ) -> dict[str, str]:
+    """The app's environment: `environ`, the repository on PYTHONPATH, and the database URL
+    and admin token (if any) in their variables rather than on the visible command line."""
+    env = dict(environ)
+    root = str(APP.parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else root
+    env[DB_ENV] = args.db
+    env.pop(ADMIN_TOKEN_ENV, None)
+    if args.admin_token:
+        env[ADMIN_TOKEN_ENV] = args.admin_token
+    return env
 
 
 def serve(args) -> int:
@@ -75,6 +111,10 @@ def serve(args) -> int:
             print(f"error: no --tasks given and no demo tasks in {args.tasks}: run `make demo` "
                   "first, or pass --tasks FILE", file=sys.stderr)
             return 2
+    if args.admin_token:
+        print(f"note: --admin-token can be read by every user of this machine in the process "
+              f"list; set ${ADMIN_TOKEN_ENV} instead", file=sys.stderr)
+    resolve_secrets(args)
     if not 0 <= args.control_rate < 1:
         print(f"error: --control-rate {args.control_rate} must be in [0, 1)", file=sys.stderr)
         return 2
@@ -89,14 +129,11 @@ def serve(args) -> int:
         print(f"error: --db {args.db}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     n = sum(len(s.questions) for s in screens)
-    print(f"{len(screens)} screens, {n} questions; votes go to {args.db}")
+    print(f"{len(screens)} screens, {n} questions; votes go to {shown_db(args.db)}")
     print(f"raters: http://localhost:{args.port}/?rater=ID"
           + (f"   admin: http://localhost:{args.port}/?admin=1" if args.admin_token else ""))
-    env = dict(os.environ)
-    root = str(APP.parents[1])
-    env["PYTHONPATH"] = root + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else root
     try:
-        return subprocess.call(streamlit_command(args), env=env)
+        return subprocess.call(streamlit_command(args), env=streamlit_env(args))
     except KeyboardInterrupt:
         return 0
 

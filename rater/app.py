@@ -7,7 +7,8 @@ image sets side by side, answering each question with "I prefer set A", "I am in
 "I prefer set B" (keys A, I, B). Which system is left is a seeded coin per (rater, screen) and
 is recorded with the vote. Only the question, caption and image bytes reach the browser:
 images are sent as bytes and served under content-hash URLs, so neither names, paths nor
-config keys can leak. ``?admin=1`` opens the admin page (token from --admin-token).
+config keys can leak. ``?admin=1`` opens the admin page (token from --admin-token or, as
+`python -m rater serve` passes it, $RATER_ADMIN_TOKEN; the database likewise from $RATER_DB).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import datetime as dt
 import hashlib
 import hmac
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ except ImportError:  # `streamlit run rater/app.py` puts rater/ (not the repo ro
 
 import streamlit as st
 
-from rater import controls
+from rater import ADMIN_TOKEN_ENV, DB_ENV, controls
 from rater.store import APP_VERSION, VoteStore
 from rater.tasks import Screen, TaskFileError, add_session_args, load_screens
 
@@ -39,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rater/app.py", description="Pairwise rating app.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", required=True, help="tasks.jsonl of python -m bench.drawbench pairs")
-    p.add_argument("--db", default="ratings.db", help="SQLite file or SQLAlchemy URL")
-    p.add_argument("--admin-token", default=None, help="token of the admin page (off if not set)")
+    p.add_argument("--db", default=None,
+                   help=f"SQLite file or SQLAlchemy URL (default: ${DB_ENV}, else ratings.db)")
+    p.add_argument("--admin-token", default=None,
+                   help=f"token of the admin page (default: ${ADMIN_TOKEN_ENV}; off if neither)")
     add_session_args(p)
     return p
 
@@ -176,7 +180,8 @@ def page_rater(cfg, store: VoteStore, screens: list[Screen]) -> None:
 def page_admin(cfg, store: VoteStore, screens: list[Screen]) -> None:
     st.title("Rating admin")
     if not cfg.admin_token:
-        st.error("The admin page is off: start the app with --admin-token.")
+        st.error(f"The admin page is off: start the app with ${ADMIN_TOKEN_ENV} set "
+                 "(or --admin-token).")
         return
     if not st.session_state.get("admin_ok"):
         token = st.text_input("Admin token", type="password")
@@ -228,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         st.error("Start the app with: streamlit run rater/app.py -- --tasks FILE --db FILE")
         return
+    cfg.db = cfg.db or os.environ.get(DB_ENV) or "ratings.db"
+    cfg.admin_token = cfg.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
     try:
         screens = get_screens(cfg.tasks, Path(cfg.tasks).stat().st_mtime
                               if Path(cfg.tasks).is_file() else 0.0)

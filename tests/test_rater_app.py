@@ -11,7 +11,8 @@ from streamlit.runtime.memory_media_file_storage import _calculate_file_id
 from streamlit.testing.v1 import AppTest
 
 from rater import controls
-from rater.__main__ import main as rater_main, streamlit_command, build_parser
+from rater.__main__ import (build_parser, main as rater_main, resolve_secrets, shown_db,
+                            streamlit_command, streamlit_env)
 from rater.app import left_index
 from rater.store import VoteStore
 from rater.tasks import TaskFileError, load_screens, read_tasks, system_name
@@ -179,6 +180,26 @@ def test_admin_page_needs_the_token(monkeypatch, tmp_path, tasks):
     assert len(at.dataframe) == 2 and at.get("download_button")
 
 
+def test_admin_token_and_database_from_the_environment(monkeypatch, tmp_path, tasks):
+    """How `python -m rater serve` starts the app: no --db, no --admin-token on its command
+    line; both come from RATER_DB / RATER_ADMIN_TOKEN."""
+    db = tmp_path / "env.db"
+    VoteStore(str(db)).record_vote(
+        task_id="c-0", rater_id="dave", question_id="control", choice="left",
+        left_system=controls.ORIGINAL, right_system=controls.CORRUPTED, left_label="original",
+        right_label="corrupted", time_shown=controls_time(), time_answered=controls_time(),
+        is_control=True, control_expected="left")
+    monkeypatch.setattr(sys, "argv", ["app.py", "--tasks", str(tasks)])
+    monkeypatch.setenv("RATER_DB", str(db))
+    monkeypatch.setenv("RATER_ADMIN_TOKEN", "fr0m-env")
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["admin"] = "1"
+    at.run()
+    at.text_input[0].input("fr0m-env").run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe) == 2 and "dave" in at.dataframe[0].value.to_string()
+
+
 def controls_time():
     import datetime as dt
     return dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -269,11 +290,24 @@ def test_cli(monkeypatch, tmp_path, tasks, capsys):
     assert rater_main(["serve", "--tasks", str(tasks), "--control-rate", "1.5"]) == 2
     args = build_parser().parse_args(["serve", "--tasks", str(tasks), "--db", "x.db",
                                       "--port", "9999", "--admin-token", "tok"])
+    resolve_secrets(args, {})
     cmd = streamlit_command(args)
     assert cmd[cmd.index("--server.port") + 1] == "9999" and cmd[3] == "run"
-    assert cmd[cmd.index("--") + 1:] == ["--tasks", str(tasks.resolve()), "--db", "x.db",
+    assert cmd[cmd.index("--") + 1:] == ["--tasks", str(tasks.resolve()),
                                          "--control-rate", "0.1", "--seed", "0",
-                                         "--min-answer-s", "0.3", "--admin-token", "tok"]
+                                         "--min-answer-s", "0.3"]
+    env = streamlit_env(args, {"PATH": "/bin", "RATER_ADMIN_TOKEN": "stale"})
+    assert (env["RATER_ADMIN_TOKEN"], env["RATER_DB"], env["PATH"]) == ("tok", "x.db", "/bin")
+    # no flags: the variables the user set are used, and nothing secret reaches the command line
+    args = build_parser().parse_args(["serve", "--tasks", str(tasks)])
+    resolve_secrets(args, {"RATER_ADMIN_TOKEN": "s3cret", "RATER_DB": "postgresql://u:pw@h/r"})
+    assert (args.admin_token, args.db) == ("s3cret", "postgresql://u:pw@h/r")
+    assert not any("s3cret" in c or "pw@" in c for c in streamlit_command(args))
+    assert shown_db(args.db) == "postgresql://u:***@h/r" and shown_db("x.db") == "x.db"
+    args = build_parser().parse_args(["serve", "--tasks", str(tasks)])
+    resolve_secrets(args, {})
+    assert (args.admin_token, args.db) == (None, "ratings.db")
+    assert "RATER_ADMIN_TOKEN" not in streamlit_env(args, {"RATER_ADMIN_TOKEN": ""})
     fake = types.ModuleType("rater.analyze")
     fake.main = lambda argv: 7 if argv == ["--db", "r.db"] else 1
     monkeypatch.setitem(sys.modules, "rater.analyze", fake)

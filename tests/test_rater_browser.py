@@ -79,6 +79,33 @@ def idle(page) -> None:
     page.wait_for_timeout(400)   # a person's minimum: faster answers are dropped (--min-answer-s)
 
 
+def _app_processes(marker: str) -> list[int]:
+    """Pids of running processes whose command line mentions `marker`."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and marker in (d / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(d.name))
+        except OSError:  # gone meanwhile, or not ours
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+def test_serve_keeps_the_token_and_database_off_the_app_command_line(served):
+    """Any user can read a process's command line; the app gets its secrets in its environment."""
+    _, tasks, db = served
+    apps = [pid for pid in _app_processes(str(tasks.resolve())) if pid != os.getpid()]
+    apps = [pid for pid in apps if b"streamlit" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert apps, "the streamlit process was not found"
+    for pid in apps:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"tok" not in args and str(db).encode() not in b" ".join(args)
+        env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                   if b"=" in kv)
+        assert env[b"RATER_ADMIN_TOKEN"] == b"tok" and env[b"RATER_DB"] == str(db).encode()
+
+
 def test_vote_in_chromium_and_nothing_leaks(served):
     from playwright.sync_api import sync_playwright
 
