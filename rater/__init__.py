@@ -12,3 +12,13 @@ controls.py makes the control trials, app.py is the Streamlit app.
 # set them too, instead of --admin-token / --db.
 ADMIN_TOKEN_ENV = "RATER_ADMIN_TOKEN"
 DB_ENV = "RATER_DB"
+
+
+def resolve_secrets(args, environ=None) -> None:
+    """Fill `args.db` and `args.admin_token` from the environment where the flags are absent
+    (the database falls back to ratings.db; no token leaves the admin page off)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    args.db = args.db or environ.get(DB_ENV) or "ratings.db"
+    args.admin_token = args.admin_token or environ.get(ADMIN_TOKEN_ENV) or None

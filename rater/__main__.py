@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rater import ADMIN_TOKEN_ENV, DB_ENV
+from rater import ADMIN_TOKEN_ENV, DB_ENV, resolve_secrets
 from rater.tasks import add_session_args
 
 EPILOG = """examples:
@@ -67,12 +67,6 @@ def streamlit_command(args) -> list[str]:
     return cmd
 
 
-def resolve_secrets(args, environ=os.environ) -> None:
-    """Fill `args.db` and `args.admin_token` from the environment where the flags are absent."""
-    args.db = args.db or environ.get(DB_ENV) or "ratings.db"
-    args.admin_token = args.admin_token or environ.get(ADMIN_TOKEN_ENV) or None
-
-
 def shown_db(db: str) -> str:
     """The database as printed: a URL's password masked."""
     if "://" not in db:
@@ -126,7 +120,8 @@ def serve(args) -> int:
     try:
         VoteStore(args.db).close()
     except Exception as e:  # a bad URL, a missing driver, an unwritable folder
-        print(f"error: --db {args.db}: {type(e).__name__}: {e}", file=sys.stderr)
+        reason = str(e).replace(args.db, shown_db(args.db))
+        print(f"error: --db {shown_db(args.db)}: {type(e).__name__}: {reason}", file=sys.stderr)
         return 2
     n = sum(len(s.questions) for s in screens)
     print(f"{len(screens)} screens, {n} questions; votes go to {shown_db(args.db)}")

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import hashlib
 import hmac
-import os
 import re
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ except ImportError:  # `streamlit run rater/app.py` puts rater/ (not the repo ro
 
 import streamlit as st
 
-from rater import ADMIN_TOKEN_ENV, DB_ENV, controls
+from rater import ADMIN_TOKEN_ENV, DB_ENV, controls, resolve_secrets
 from rater.store import APP_VERSION, VoteStore
 from rater.tasks import Screen, TaskFileError, add_session_args, load_screens
 
@@ -233,8 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         st.error("Start the app with: streamlit run rater/app.py -- --tasks FILE --db FILE")
         return
-    cfg.db = cfg.db or os.environ.get(DB_ENV) or "ratings.db"
-    cfg.admin_token = cfg.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+    resolve_secrets(cfg)
     try:
         screens = get_screens(cfg.tasks, Path(cfg.tasks).stat().st_mtime
                               if Path(cfg.tasks).is_file() else 0.0)

@@ -10,9 +10,9 @@ import pytest
 from streamlit.runtime.memory_media_file_storage import _calculate_file_id
 from streamlit.testing.v1 import AppTest
 
-from rater import controls
-from rater.__main__ import (build_parser, main as rater_main, resolve_secrets, shown_db,
-                            streamlit_command, streamlit_env)
+from rater import controls, resolve_secrets
+from rater.__main__ import (build_parser, main as rater_main, shown_db, streamlit_command,
+                            streamlit_env)
 from rater.app import left_index
 from rater.store import VoteStore
 from rater.tasks import TaskFileError, load_screens, read_tasks, system_name
