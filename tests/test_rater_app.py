@@ -288,6 +288,10 @@ def test_cli(monkeypatch, tmp_path, tasks, capsys):
     assert rater_main(["serve", "--tasks", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: tasks file not found" in capsys.readouterr().err
     assert rater_main(["serve", "--tasks", str(tasks), "--control-rate", "1.5"]) == 2
+    capsys.readouterr()
+    assert rater_main(["serve", "--tasks", str(tasks), "--db", "nosuchdb://u:hunter2@h/x"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --db nosuchdb://u:***@h/x" in err and "hunter2" not in err
     args = build_parser().parse_args(["serve", "--tasks", str(tasks), "--db", "x.db",
                                       "--port", "9999", "--admin-token", "tok"])
     resolve_secrets(args, {})
