@@ -6,6 +6,7 @@
 store.py keeps the votes, tasks.py reads `python -m bench.drawbench pairs` task files,
 controls.py makes the control trials, app.py is the Streamlit app.
 """
+import os
 
 # `python -m rater serve` hands the app its secrets in these environment variables, not on the
 # command line, where any user of the machine can read them (ps, /proc/PID/cmdline). Users may
@@ -17,8 +18,6 @@ DB_ENV = "RATER_DB"
 def resolve_secrets(args, environ=None) -> None:
     """Fill `args.db` and `args.admin_token` from the environment where the flags are absent
     (the database falls back to ratings.db; no token leaves the admin page off)."""
-    import os
-
     environ = os.environ if environ is None else environ
     args.db = args.db or environ.get(DB_ENV) or "ratings.db"
     args.admin_token = args.admin_token or environ.get(ADMIN_TOKEN_ENV) or None
