@@ -4,6 +4,8 @@
     captions  caption templates per skill (`caption`, `captions`) and their parser
     oracle    objects read back from an image (`Oracle().detect`) and per-skill scoring
     dataset   the COCO-format dataset, ground truth and DrawBench-format prompts on disk
+    relation_probe  how many steps a base U-Net config needs to learn object order from the
+              text, on a noise-free layout task (`python -m calibration_world.relation_probe`)
 
 `python -m calibration_world make --out DIR` writes the dataset.
 """

@@ -89,12 +89,13 @@ class TextTransformer(nn.Module):
     at zero: an untrained stack is the identity.
     """
 
-    def __init__(self, dim: int, layers: int, heads: int, max_len: int = 256, mlp_mult: int = 2):
+    def __init__(self, dim: int, layers: int, heads: int, max_len: int = 256, mlp_mult: int = 2,
+                 pos_std: float = 0.02):
         super().__init__()
         if dim % heads:
             raise ValueError(f"text width {dim} is not divisible by {heads} heads")
         self.heads, self.max_len = heads, max_len
-        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * pos_std)
         self.blocks = nn.ModuleList()
         for _ in range(layers):
             block = nn.ModuleDict({
@@ -171,13 +172,22 @@ class Attention(nn.Module):
     `self_attention=True`: keys/values = [null, text, image] (Imagen §2.5: text concatenated to the
     key-value pairs of each self-attention layer). `self_attention=False`: text cross-attention only,
     keys/values = [null, text] (the 256->1024 model, App. F.3). Residual output, pre-GroupNorm.
+
+    `query_pos=(H, W)` (not in Imagen; an option for small models) adds a learned position, one per
+    pixel and head, to the queries, so this layer can fetch different words for different places
+    ("a red circle to the left of a blue square": red on the left) without waiting for the
+    convolutions below it to make position readable. The layer then only takes H x W inputs.
     """
 
     def __init__(self, channels: int, ctx_dim: int, heads: int, head_dim: int, *,
-                 self_attention: bool = True, groups: int = 32):
+                 self_attention: bool = True, groups: int = 32,
+                 query_pos: tuple[int, int] | None = None):
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
         self.self_attention = self_attention
+        self.query_hw = tuple(query_pos) if query_pos is not None else None
+        self.query_pos = (nn.Parameter(torch.randn(1, heads, query_pos[0] * query_pos[1], head_dim))
+                          if query_pos is not None else None)
         inner = heads * head_dim
         self.norm = group_norm(channels, groups)
         if self_attention:
@@ -192,6 +202,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         n, d = self.heads, self.head_dim
+        if self.query_hw is not None and (H, W) != self.query_hw:
+            raise ValueError(f"attention input {H}x{W}: this layer's query positions are "
+                             f"{self.query_hw[0]}x{self.query_hw[1]}")
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
         ctx_kv = self.to_ctx_kv(self.ctx_norm(ctx))  # (B, L, 2*n*d)
         ctx_kv = ctx_kv.unflatten(-1, (2, n, d)).permute(2, 0, 3, 1, 4)  # (2, B, n, L, d)
@@ -206,6 +219,8 @@ class Attention(nn.Module):
             k = torch.cat([null_kv[0], ctx_kv[0]], dim=2)  # (B, n, 1+L, d)
             v = torch.cat([null_kv[1], ctx_kv[1]], dim=2)
             mask = ctx_mask
+        if self.query_pos is not None:
+            q = q + self.query_pos.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, n, HW, d)
         out = self.to_out(out.transpose(1, 2).flatten(2))  # (B, HW, C)
         return x + out.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W)

@@ -37,7 +37,10 @@ class BaseUNet(nn.Module):
         mc, E = c.model_channels, c.emb_dim
         self.time_embed = TimeEmbedding(mc, E)
         self.text_proj = TextProjection(c.text_dim, c.ctx_dim)
-        self.text_layers = (TextTransformer(c.ctx_dim, c.text_layers, max(1, c.ctx_dim // c.pool_head_dim))
+        if c.text_attention not in ("self_text", "cross"):
+            raise ValueError(f"text_attention must be 'self_text' or 'cross', got {c.text_attention!r}")
+        self.text_layers = (TextTransformer(c.ctx_dim, c.text_layers, max(1, c.ctx_dim // c.pool_head_dim),
+                                            pos_std=c.text_pos_std)
                             if c.text_layers else None)
         self.text_pool = AttentionPool(c.ctx_dim, E, max(1, c.ctx_dim // c.pool_head_dim))
         self.input_conv = nn.Conv2d(c.in_channels, mc, 3, padding=1)
@@ -48,8 +51,10 @@ class BaseUNet(nn.Module):
             return ResBlock(i, o, E, scale_shift=c.use_scale_shift_norm, resample=resample,
                             dropout=c.dropout, groups=c.norm_groups)
 
-        def attn(ch):
-            return Attention(ch, c.ctx_dim, ch // c.head_dim, c.head_dim, groups=c.norm_groups)
+        def attn(ch, size):
+            return Attention(ch, c.ctx_dim, ch // c.head_dim, c.head_dim, groups=c.norm_groups,
+                             self_attention=c.text_attention == "self_text",
+                             query_pos=(size, size) if c.query_pos else None)
 
         # Encoder: every entry of self.down produces one skip (ADM `input_blocks`).
         self.down = nn.ModuleList()
@@ -59,7 +64,7 @@ class BaseUNet(nn.Module):
                 layers = [res(ch, mult * mc)]
                 ch = mult * mc
                 if res_ in c.attn_resolutions:
-                    layers.append(attn(ch))
+                    layers.append(attn(ch, res_))
                 self.down.append(nn.ModuleList(layers))
                 skip_chs.append(ch)
             if level < len(c.channel_mult) - 1:
@@ -67,7 +72,7 @@ class BaseUNet(nn.Module):
                 self.down.append(nn.ModuleList([down]))
                 skip_chs.append(ch)
                 res_ //= 2
-        self.middle = nn.ModuleList([res(ch, ch), attn(ch), res(ch, ch)])
+        self.middle = nn.ModuleList([res(ch, ch), attn(ch, res_), res(ch, ch)])
 
         # Decoder: num_res_blocks + 1 blocks per level, each consuming one skip (ADM `output_blocks`).
         self.up = nn.ModuleList()
@@ -76,11 +81,19 @@ class BaseUNet(nn.Module):
                 layers = [res(ch + skip_chs.pop(), mult * mc)]
                 ch = mult * mc
                 if res_ in c.attn_resolutions:
-                    layers.append(attn(ch))
+                    layers.append(attn(ch, res_))
                 if level > 0 and i == c.num_res_blocks:
                     layers.append(res(ch, ch, "up") if c.resblock_updown else _ConvUpsample(ch))
                     res_ *= 2
                 self.up.append(nn.ModuleList(layers))
+        # Text cross-attention at full resolution after the last ResBlock (off in Imagen). A small
+        # U-Net whose text reached the layout only through low-resolution attention and the
+        # ResBlocks after it drew "A left of B" with A on either side (calibration_world.relation_probe);
+        # with this layer it learned the order, with two heads here (one head: not in 700 steps).
+        self.out_attn = nn.ModuleList(
+            Attention(ch, c.ctx_dim, max(2, ch // c.head_dim), c.head_dim, groups=c.norm_groups,
+                      self_attention=False, query_pos=(res_, res_) if c.query_pos else None)
+            for _ in range(c.out_text_attention))
         self.out = nn.Sequential(group_norm(ch, c.norm_groups), nn.SiLU(),
                                  zero_(nn.Conv2d(ch, c.out_channels, 3, padding=1)))
 
@@ -121,6 +134,7 @@ class BaseUNet(nn.Module):
         h = _run(self.middle, h, emb, ctx, ctx_mask)
         for layers in self.up:
             h = _run(layers, torch.cat([h, skips.pop()], dim=1), emb, ctx, ctx_mask)
+        h = _run(self.out_attn, h, emb, ctx, ctx_mask)
         return self.out(h)
 
 

@@ -11,7 +11,7 @@ from imagen_ref.efficient_unet import EfficientUNet, UBlock
 from imagen_ref.layers import Attention, TextTransformer, ctx_key_mask, timestep_embedding
 from imagen_ref.unet import BaseUNet
 
-NAMES = ["tiny-base", "tiny-sr", "calworld-base-32"]  # the last: text layers + position embedding
+NAMES = ["tiny-base", "tiny-sr", "calworld-base-32", "calworld-base-32-xattn"]  # text layers, positions
 L = 7  # text length used throughout
 
 
@@ -238,3 +238,40 @@ def test_position_embedding_fixes_the_image_size():
     kw["x"] = torch.randn(1, 3, 16, 16)
     with pytest.raises(ValueError, match="position embedding"):
         model(**kw)
+
+
+@torch.no_grad()
+def test_query_positions_let_attention_fetch_different_words_at_different_places():
+    """Every pixel the same: plain attention gives every pixel the same output; with query
+    positions each place asks its own question. A wrong input size is refused."""
+    g = torch.Generator().manual_seed(0)
+    ctx, mask = torch.randn(1, 5, 16, generator=g), ctx_key_mask(torch.ones(1, 5, dtype=torch.bool))
+    x = torch.randn(1, 8, 1, 1, generator=g).expand(1, 8, 4, 4).contiguous()
+
+    def spread(query_pos):
+        torch.manual_seed(0)  # test-only: parameter init
+        attn = _randomize_(Attention(8, 16, 2, 4, self_attention=False, groups=4, query_pos=query_pos))
+        out = attn(x, ctx, mask).flatten(2)  # (1, C, HW)
+        return (out - out[..., :1]).abs().max().item(), attn
+
+    assert spread(None)[0] < 1e-6
+    gap, attn = spread((4, 4))
+    assert gap > 1e-3
+    assert attn.query_pos.shape == (1, 2, 16, 4)
+    with pytest.raises(ValueError, match="query positions are 4x4"):
+        attn(torch.randn(1, 8, 2, 2), ctx, mask)
+
+
+def test_base_unet_text_attention_options():
+    cfg = get_config("calworld-base-32-xattn")
+    model = build_unet(cfg)
+    attns = [m for m in model.modules() if isinstance(m, Attention)]
+    assert attns and not any(a.self_attention for a in attns)  # text_attention="cross"
+    assert all(a.query_pos is not None for a in attns)
+    assert len(model.out_attn) == 1 and model.out_attn[0].query_hw == (32, 32)
+    assert model.text_layers.pos.std().item() == pytest.approx(0.5, rel=0.05)
+    imagen = build_unet(get_config("calworld-base-32"))  # the paper's layout: text in self-attention k/v
+    assert all(m.self_attention and m.query_pos is None for m in imagen.modules() if isinstance(m, Attention))
+    assert len(imagen.out_attn) == 0
+    with pytest.raises(ValueError, match="text_attention"):
+        build_unet(get_config("tiny-base", text_attention="both"))
