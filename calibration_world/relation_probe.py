@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .captions import PHRASES
+from .captions import PHRASES, Group, phrase
 from .scenes import COLORS, PALETTE, SHAPES
 
 FIRST_IS_SUBJECT = {"left": True, "above": True, "right": False, "below": False}
@@ -61,8 +61,7 @@ def layout_task(n: int, size: int, seed: int) -> tuple[list[str], torch.Tensor, 
         ca, cb = COLORS[a], COLORS[b]
         rel = relations[rng.integers(len(relations))]
         sa, sb = SHAPES[rng.integers(len(SHAPES))], SHAPES[rng.integers(len(SHAPES))]
-        art = lambda w: "an" if w[0] in "aeiou" else "a"  # noqa: E731
-        captions.append(f"{art(ca)} {ca} {sa} {PHRASES[rel]} {art(cb)} {cb} {sb}")
+        captions.append(f"{phrase(Group(ca, sa))} {PHRASES[rel]} {phrase(Group(cb, sb))}")
         first, second = (ca, cb) if FIRST_IS_SUBJECT[rel] else (cb, ca)
         firsts.append(PALETTE[first])
         seconds.append(PALETTE[second])
@@ -101,7 +100,7 @@ def order_accuracy(pred: torch.Tensor, targets: torch.Tensor, truth: torch.Tenso
 
 def probe_config(name: str, size: int, overrides: dict):
     """The named base config at `size`, attention resolutions scaled along, with overrides."""
-    from imagen_ref.configs import UNetConfig, get_config
+    from imagen_ref.configs import UNetConfig, config_from_dict, get_config
 
     cfg = get_config(name)
     if not isinstance(cfg, UNetConfig):
@@ -109,12 +108,8 @@ def probe_config(name: str, size: int, overrides: dict):
     if cfg.image_size % size:
         raise ValueError(f"probe size {size} must divide the config's image size {cfg.image_size}")
     f = cfg.image_size // size
-    cfg = dataclasses.replace(cfg, image_size=size, attn_resolutions=tuple(r // f for r in cfg.attn_resolutions))
-    names = {fl.name for fl in dataclasses.fields(cfg)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown UNetConfig fields {unknown}")
-    return dataclasses.replace(cfg, **{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
+    scaled = {"image_size": size, "attn_resolutions": [r // f for r in cfg.attn_resolutions]}
+    return config_from_dict({**dataclasses.asdict(cfg), **scaled, **overrides})  # checks the keys
 
 
 @torch.no_grad()
