@@ -14,7 +14,7 @@ relation). How long the plateau lasts depends on the architecture, which is what
 measures in minutes instead of a 40-minute diffusion training run (issue 7). calworld-base-32,
 with Imagen's text in the self-attention k/v, and every variant tried without both learned query
 positions and a full-resolution text cross-attention stayed at chance for as long as they ran
-(600-1,600 steps); calworld-base-32-xattn learned the order in 300-1,000 (seeds 0 and 1: 500 and
+(600-1,600 steps); calworld-base-32-xattn learned the order in 450-1,000 (seeds 0 and 1: 500 and
 1,000). Passing the probe is not enough: trained by the 40-minute base recipe, that config still
 drew relations at chance order, where the order is a weak signal seen only at high noise.
 
@@ -28,10 +28,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -203,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Command-line entry point; returns the exit code (2 for user errors)."""
+    from bench.runs import atomic_write_json
     from imagen_ref.text_encoder import FrozenTextEncoder, TextEncoderNotFoundError
 
     args = build_parser().parse_args(argv)
@@ -238,12 +237,7 @@ def main(argv=None) -> int:
                   "text_encoder": encoder.describe(), "order_blind_val_loss": round(blind, 5),
                   "order_0.9_step": learned, "curve": curve, "torch": torch.__version__,
                   "threads": torch.get_num_threads()}
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(out)
-        print(f"learning curve: {out}")
+        print(f"learning curve: {atomic_write_json(args.out, result)}")
     return 0
 
 

@@ -118,7 +118,7 @@ CONFIGS: dict[str, Config] = {
     # probe, calworld-base-32 and every variant lacking either learned query positions in every
     # attention layer or one text cross-attention (two heads) at full resolution after the last
     # ResBlock stayed at chance order for as long as they ran (600-1,600 steps, one run each);
-    # this config learned the order in 300-1,000 steps (4 runs). Attention is text-only (image
+    # this config learned the order in 450-1,000 steps (4 runs). Attention is text-only (image
     # keys dilute the dozen text keys, which halved the plateau of a smaller net) and token
     # positions start at std 0.5 (subject and object apart). It trains 14% faster per image than
     # calworld-base-32 on 2 CPU cores. Trained by the base recipe (40 minutes, or 60), it still
