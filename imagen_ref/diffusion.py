@@ -62,6 +62,19 @@ class Schedule:
         dtype = t.dtype if torch.is_tensor(t) and t.is_floating_point() else torch.float32
         return torch.sigmoid(lam).sqrt().to(dtype), torch.sigmoid(-lam).sqrt().to(dtype)
 
+    def t_from_log_snr(self, log_snr: torch.Tensor) -> torch.Tensor:
+        """The t in [0, 1] whose (unclipped) log-SNR is `log_snr`: the inverse of `log_snr` inside
+        the clip range. Values beyond the clip map to the end where the clip starts."""
+        lam = torch.as_tensor(log_snr).to(torch.float64).clamp(self.log_snr_min, self.log_snr_max)
+        if self.name == "cosine":
+            s = 0.008
+            t = torch.atan(torch.exp(-lam / 2)) / (math.pi / 2) * (1 + s) - s
+        else:  # 0.1 t + 9.95 t^2 = log(1 + exp(-lam))
+            q = torch.nn.functional.softplus(-lam)
+            t = (-0.1 + torch.sqrt(0.01 + 39.8 * q)) / 19.9
+        dtype = log_snr.dtype if torch.is_tensor(log_snr) and log_snr.is_floating_point() else torch.float32
+        return t.clamp(0.0, 1.0).to(dtype)
+
     def to_dict(self) -> dict:
         return {"name": self.name, "log_snr_min": self.log_snr_min, "log_snr_max": self.log_snr_max}
 
@@ -143,8 +156,14 @@ def training_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.
                   schedule: Schedule, *, generator: torch.Generator | None = None,
                   cond_drop_prob: float = 0.1, lowres: torch.Tensor | None = None,
                   aug_schedule: Schedule | None = None, prediction: str = "eps",
-                  max_aug_level: float = 1.0) -> torch.Tensor:
+                  max_aug_level: float = 1.0, high_noise_fraction: float = 0.0,
+                  high_noise_max_log_snr: float = -2.0) -> torch.Tensor:
     """Simple squared-error loss on eps (or v) at t ~ U(0, 1) (paper App. A, §4.1).
+
+    With `high_noise_fraction` f > 0, each example instead draws, with probability f, its
+    log-SNR uniformly from [schedule.log_snr_min, high_noise_max_log_snr] (the levels where a
+    sample's layout is decided, which t ~ U(0, 1) visits a few percent of the time under the
+    cosine schedule). Not in the paper; f = 0 draws exactly what it always did.
 
     Text is zeroed for `cond_drop_prob` of the examples. For super-resolution stages
     (`lowres` given) each example draws its own augmentation level aug_t ~ U(0, max_aug_level)
@@ -153,6 +172,11 @@ def training_loss(model, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.
     """
     b, dev = x0.shape[0], x0.device
     t = torch.rand(b, generator=generator, device=dev)
+    if high_noise_fraction > 0:
+        lo, hi = schedule.log_snr_min, high_noise_max_log_snr
+        lam = lo + (hi - lo) * torch.rand(b, generator=generator, device=dev)
+        pick = torch.rand(b, generator=generator, device=dev) < high_noise_fraction
+        t = torch.where(pick, schedule.t_from_log_snr(lam).to(t.dtype), t)
     noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
     z = q_sample(x0, t, noise, schedule)
     text, text_mask = drop_text(text, text_mask, cond_drop_prob, generator)

@@ -77,6 +77,8 @@ class TrainArgs:
     embedding_cache: str | None = None  # caption-embedding cache; None: default_cache_dir()
     cond_drop_prob: float = 0.1         # fraction of examples trained without text (CFG)
     max_aug_level: float = 1.0          # SR stages: aug levels drawn from U(0, this) (paper: 1)
+    high_noise_fraction: float = 0.0    # examples whose log-SNR is drawn from the high-noise band (paper: 0)
+    high_noise_max_log_snr: float = -2.0  # top of that band (its bottom: the schedule's log_snr_min)
     seed: int = 0                       # base seed (init, data order, noise)
     device: str | None = None           # "cpu", "cuda", "cuda:1"; default: CUDA if present
     num_workers: int = 0                # DataLoader worker processes
@@ -116,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cond-drop-prob", type=float, default=d.cond_drop_prob, help="text dropout for CFG")
     a("--max-aug-level", type=float, default=d.max_aug_level,
       help="SR stages: noise-augmentation levels are drawn from U(0, this) (paper: 1)")
+    a("--high-noise-fraction", type=float, default=d.high_noise_fraction,
+      help="fraction of examples whose log-SNR is drawn uniformly from [the schedule's minimum, "
+           "--high-noise-max-log-snr] instead of t ~ U(0, 1) (paper: 0)")
+    a("--high-noise-max-log-snr", type=float, default=d.high_noise_max_log_snr,
+      help="top of the high-noise log-SNR band")
     a("--seed", type=int, default=d.seed, help="base seed")
     a("--device", default=d.device, help="cpu | cuda | cuda:N (default: CUDA if available)")
     a("--num-workers", type=int, default=d.num_workers, help="DataLoader workers")
@@ -183,6 +190,8 @@ def check_args(args: TrainArgs) -> None:
         raise UsageError("--cond-drop-prob must be in [0, 1]")
     if not 0.0 < args.max_aug_level <= 1.0:
         raise UsageError("--max-aug-level must be in (0, 1]")
+    if not 0.0 <= args.high_noise_fraction <= 1.0:
+        raise UsageError("--high-noise-fraction must be in [0, 1]")
     if args.max_minutes < 0:
         raise UsageError("--max-minutes must be >= 0 (0: no limit)")
     if not 0.0 <= args.ema_decay < 1.0:
@@ -300,7 +309,9 @@ def train_step(run: Run, batches) -> torch.Tensor:
                                      cond_drop_prob=args.cond_drop_prob, lowres=lowres,
                                      aug_schedule=run.aug_schedule,
                                      prediction=getattr(run.config, "prediction", "eps"),
-                                     max_aug_level=args.max_aug_level)
+                                     max_aug_level=args.max_aug_level,
+                                     high_noise_fraction=args.high_noise_fraction,
+                                     high_noise_max_log_snr=args.high_noise_max_log_snr)
             (loss / args.grad_accum).backward()
         total += loss.detach()
     if args.grad_clip > 0:
@@ -325,7 +336,9 @@ def training_meta(run: Run) -> dict:
             "lr": a.lr, "warmup_steps": a.warmup_steps, "weight_decay": a.weight_decay,
             "grad_clip": a.grad_clip, "batch_size": a.batch_size, "grad_accum": a.grad_accum,
             "world_size": run.d.world_size, "precision": a.precision,
-            "cond_drop_prob": a.cond_drop_prob, "max_aug_level": a.max_aug_level, "seed": a.seed, "data": run.data_info,
+            "cond_drop_prob": a.cond_drop_prob, "max_aug_level": a.max_aug_level,
+            "high_noise_fraction": a.high_noise_fraction,
+            "high_noise_max_log_snr": a.high_noise_max_log_snr, "seed": a.seed, "data": run.data_info,
             "last_loss": run.last_loss, "max_minutes": a.max_minutes}
 
 

@@ -61,6 +61,16 @@ def test_shipped_recipe_is_valid():
     assert args.max_aug_level == sr["max_aug_level"] < 1.0
 
 
+def test_recipe_stage_passes_the_high_noise_options():
+    recipe = load_recipe(default_recipe())
+    base = next(s for s in recipe["stages"] if s["stage"] == "base")
+    plain = stage_args(base, recipe, Path("data"), Path("ckpt"), Path("cache"), None, False)
+    assert plain.high_noise_fraction == 0.0  # the bundled recipe trains as the paper does
+    args = stage_args({**base, "high_noise_fraction": 0.5, "high_noise_max_log_snr": -3.0}, recipe,
+                      Path("data"), Path("ckpt"), Path("cache"), None, False)
+    assert (args.high_noise_fraction, args.high_noise_max_log_snr) == (0.5, -3.0)
+
+
 def _toy_recipe(tmp_path):
     recipe = load_recipe(default_recipe())
     recipe["dataset"].update(n_train=6, n_val=2, n_prompts=2)

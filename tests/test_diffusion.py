@@ -115,3 +115,51 @@ def test_training_loss_passes_augmented_lowres_and_levels():
                   Schedule(), generator=torch.Generator().manual_seed(0), lowres=lowres,
                   max_aug_level=0.5)
     torch.testing.assert_close(seen["aug_t"], full * 0.5)
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_t_from_log_snr_inverts_log_snr_inside_the_clip(name):
+    sch = Schedule(name)
+    t = torch.linspace(0.02, 0.98, 49, dtype=torch.float64)
+    lam = sch.log_snr(t)
+    inside = (lam > sch.log_snr_min) & (lam < sch.log_snr_max)
+    assert inside.sum() > 40
+    torch.testing.assert_close(sch.t_from_log_snr(lam)[inside], t[inside], rtol=0, atol=1e-9)
+    # beyond the clip: the t where the clip starts, whose log-SNR is the clip value
+    t_end = sch.t_from_log_snr(torch.tensor([sch.log_snr_min - 5.0], dtype=torch.float64))
+    assert sch.log_snr(t_end).item() == pytest.approx(sch.log_snr_min, abs=1e-6)
+
+
+def _seen_t(**kwargs) -> torch.Tensor:
+    seen = {}
+
+    def model(z, t, text, mask, lowres=None, aug_t=None):
+        seen["t"] = t
+        return torch.zeros_like(z)
+
+    n = 4000
+    training_loss(model, torch.zeros(n, 1, 2, 2), torch.zeros(n, 1, 2), torch.ones(n, 1, dtype=torch.bool),
+                  Schedule(), generator=torch.Generator().manual_seed(0), **kwargs)
+    return seen["t"]
+
+
+def test_high_noise_fraction_zero_draws_what_it_always_did():
+    plain = _seen_t()
+    # the paper's t ~ U(0, 1), from the generator's first draws (old runs reproduce)
+    torch.testing.assert_close(plain, torch.rand(4000, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(_seen_t(high_noise_fraction=0.0), plain)
+
+
+def test_high_noise_fraction_draws_log_snr_uniformly_from_the_band():
+    from scipy import stats
+
+    sch = Schedule()
+    lam = sch.log_snr(_seen_t(high_noise_fraction=1.0, high_noise_max_log_snr=-3.0).double())
+    assert lam.min() >= sch.log_snr_min - 1e-6 and lam.max() <= -3.0 + 1e-6
+    # uniform on [-10, -3]: Kolmogorov-Smirnov against scipy's uniform
+    assert stats.kstest(lam.numpy(), stats.uniform(loc=-10, scale=7).cdf).pvalue > 1e-3
+    # a fraction f: about f of the examples in the band beyond what U(0, 1) puts there
+    mixed = sch.log_snr(_seen_t(high_noise_fraction=0.5, high_noise_max_log_snr=-3.0).double())
+    p_band_uniform = 1 - sch.t_from_log_snr(torch.tensor(-3.0)).item()  # about 0.13
+    expected = 0.5 + 0.5 * p_band_uniform
+    assert (mixed <= -3.0).double().mean().item() == pytest.approx(expected, abs=0.03)

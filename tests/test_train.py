@@ -305,6 +305,8 @@ USER_ERRORS = {
     "bad number": (lambda t, p: cli(p, t / "o", t / "c", "--steps", "0"), r"--steps must be >= 1"),
     "bad aug level": (lambda t, p: cli(p, t / "o", t / "c", "--max-aug-level", "0"),
                       r"--max-aug-level must be in \(0, 1\]"),
+    "bad high-noise fraction": (lambda t, p: cli(p, t / "o", t / "c", "--high-noise-fraction", "1.5"),
+                                r"--high-noise-fraction must be in \[0, 1\]"),
     "unreadable image": (lambda t, p: cli(_broken_image_dir(t), t / "o", t / "c"),
                          r"broken/bad.png: cannot read the image"),
     "other text encoder": (lambda t, p: cli(p, _other_encoder_ckpt(t), t / "c", "--stage", "sr",
