@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 RECIPE_FORMAT = "calibration_world.cascade_recipe"
-OPTIONAL_STAGE_KEYS = ("max_aug_level", "high_noise_fraction", "high_noise_max_log_snr")  # imagen_ref.train's default when absent
+# imagen_ref.train's defaults when absent
+OPTIONAL_STAGE_KEYS = ("max_aug_level", "high_noise_fraction", "high_noise_max_log_snr")
 STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "warmup_steps",
               "ema_decay", "grad_clip", "cond_drop_prob", "seed")
 

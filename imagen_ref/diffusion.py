@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 SCHEDULES = ("cosine", "linear")
+COSINE_OFFSET = 0.008             # Nichol & Dhariwal's s
+LINEAR_B0, LINEAR_B1 = 0.1, 9.95  # -log(alpha_t^2) = B0 t + B1 t^2 (DDPM betas 1e-4..0.02)
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,12 @@ class Schedule:
         if self.name == "cosine":
             # Nichol & Dhariwal cosine schedule in continuous time, offset s = 0.008:
             # alpha_t^2 ∝ cos^2((t + s) / (1 + s) * pi / 2).
-            s = 0.008
+            s = COSINE_OFFSET
             angle = (t + s) / (1 + s) * (math.pi / 2)
             return -2.0 * torch.log(torch.tan(angle).clamp_min(1e-20))
         # Continuous analogue of DDPM's linear betas 1e-4 .. 0.02 over 1000 steps: the VP SDE
         # with beta(t) = 0.1 + 19.9 t, so alpha_t^2 = exp(-(0.1 t + 9.95 t^2)) (Song et al. 2021, eq. 29).
-        return -torch.log(torch.expm1(0.1 * t + 9.95 * t * t).clamp_min(1e-30))
+        return -torch.log(torch.expm1(LINEAR_B0 * t + LINEAR_B1 * t * t).clamp_min(1e-30))
 
     def log_snr(self, t: torch.Tensor) -> torch.Tensor:
         """log(alpha_t^2 / sigma_t^2) for t in [0, 1], clipped to the schedule's range."""
@@ -67,11 +69,11 @@ class Schedule:
         the clip range. Values beyond the clip map to the end where the clip starts."""
         lam = torch.as_tensor(log_snr).to(torch.float64).clamp(self.log_snr_min, self.log_snr_max)
         if self.name == "cosine":
-            s = 0.008
+            s = COSINE_OFFSET
             t = torch.atan(torch.exp(-lam / 2)) / (math.pi / 2) * (1 + s) - s
-        else:  # 0.1 t + 9.95 t^2 = log(1 + exp(-lam))
-            q = torch.nn.functional.softplus(-lam)
-            t = (-0.1 + torch.sqrt(0.01 + 39.8 * q)) / 19.9
+        else:  # B0 t + B1 t^2 = log(1 + exp(-lam)), the positive root
+            q = F.softplus(-lam)
+            t = (-LINEAR_B0 + torch.sqrt(LINEAR_B0**2 + 4 * LINEAR_B1 * q)) / (2 * LINEAR_B1)
         dtype = log_snr.dtype if torch.is_tensor(log_snr) and log_snr.is_floating_point() else torch.float32
         return t.clamp(0.0, 1.0).to(dtype)
 

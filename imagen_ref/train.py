@@ -419,6 +419,9 @@ def prepare(args: TrainArgs, config, d: Dist) -> tuple[Run, object]:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     gen = torch.Generator(device=d.device).manual_seed(derive_seed(args.seed, "loss", d.rank))
     schedule, aug_schedule = schedules_for(config)
+    if args.high_noise_fraction > 0 and not args.high_noise_max_log_snr > schedule.log_snr_min:
+        raise UsageError(f"--high-noise-max-log-snr {args.high_noise_max_log_snr:g} must be above "
+                         f"the schedule's minimum log-SNR {schedule.log_snr_min:g}")
     pp = Preprocess(config.image_size, getattr(config, "lowres_size", None))
     info = {"layout": layout, "images": len(records), "preprocess": pp.describe()}
     run = Run(args, d, config, key, model, net, EMA(model, args.ema_decay),

@@ -307,6 +307,10 @@ USER_ERRORS = {
                       r"--max-aug-level must be in \(0, 1\]"),
     "bad high-noise fraction": (lambda t, p: cli(p, t / "o", t / "c", "--high-noise-fraction", "1.5"),
                                 r"--high-noise-fraction must be in \[0, 1\]"),
+    "empty high-noise band": (lambda t, p: cli(p, t / "o", t / "c", "--high-noise-fraction", "0.5",
+                                               "--high-noise-max-log-snr", "-20"),
+                              r"--high-noise-max-log-snr -20 must be above the schedule's minimum "
+                              r"log-SNR -10"),
     "unreadable image": (lambda t, p: cli(_broken_image_dir(t), t / "o", t / "c"),
                          r"broken/bad.png: cannot read the image"),
     "other text encoder": (lambda t, p: cli(p, _other_encoder_ckpt(t), t / "c", "--stage", "sr",
