@@ -59,11 +59,11 @@ def scene_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def split_scenes(split: str, n: int, seed: int) -> list[Scene]:
-    """The n scenes of a split (the train skill mix for both splits)."""
+def split_scenes(split: str, n: int, seed: int, skill_weights: dict | None = None) -> list[Scene]:
+    """The n scenes of a split: the train skill mix for both splits, or `skill_weights`."""
     stream = SPLITS[split]
-    return [sample_scene(scene_rng(seed, stream, i), skill_weights=TRAIN_SKILL_WEIGHTS)
-            for i in range(n)]
+    weights = skill_weights or TRAIN_SKILL_WEIGHTS
+    return [sample_scene(scene_rng(seed, stream, i), skill_weights=weights) for i in range(n)]
 
 
 def _png(image) -> bytes:
@@ -72,13 +72,15 @@ def _png(image) -> bytes:
     return buf.getvalue()
 
 
-def write_split(out: Path, split: str, n: int, size: int, seed: int, *, progress: bool = True) -> int:
+def write_split(out: Path, split: str, n: int, size: int, seed: int, *, progress: bool = True,
+                skill_weights: dict | None = None) -> int:
     """Images, COCO caption JSON and ground-truth JSONL of one split; returns the caption count."""
     (out / split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     images, annotations, truth = [], [], []
-    for i, scene in enumerate(tqdm(split_scenes(split, n, seed), desc=f"{split} images",
-                                   unit="img", disable=not progress)):
+    scenes = split_scenes(split, n, seed, skill_weights)
+    for i, scene in enumerate(tqdm(scenes, desc=f"{split} images", unit="img",
+                                   disable=not progress)):
         iid = image_id(split, i)
         name = file_name(split, iid)
         (out / split / name).write_bytes(_png(render(scene, size)))
@@ -137,11 +139,23 @@ def clear(out: Path) -> None:
 
 
 def write_dataset(out: str | Path, *, n_train: int = 10000, n_val: int = 1000, size: int = 64,
-                  seed: int = 0, n_prompts: int = 40, progress: bool = True) -> Path:
-    """Write the whole dataset under `out` (see the module docstring); returns world.json's path."""
+                  seed: int = 0, n_prompts: int = 40, progress: bool = True,
+                  skill_weights: dict | None = None) -> Path:
+    """Write the whole dataset under `out` (see the module docstring); returns world.json's path.
+
+    `skill_weights` ({skill: weight}, default TRAIN_SKILL_WEIGHTS) sets the scene mix of both
+    splits, e.g. {"Positional": 1} for relation scenes only; the prompt CSV is unchanged.
+    """
+    if skill_weights is not None:
+        unknown = sorted(set(skill_weights) - set(SKILLS))
+        if unknown or not any(w > 0 for w in skill_weights.values()) or \
+                any(w < 0 for w in skill_weights.values()):
+            raise ValueError(f"skill weights {skill_weights} must be non-negative weights of "
+                             f"skills in {list(SKILLS)}, not all zero")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n_captions = {split: write_split(out, split, n, size, seed, progress=progress)
+    n_captions = {split: write_split(out, split, n, size, seed, progress=progress,
+                                     skill_weights=skill_weights)
                   for split, n in (("train2014", n_train), ("val2014", n_val))}
     rows = prompt_rows(n_prompts, seed)
     write_prompts(out / PROMPTS_FILE, rows)
@@ -149,7 +163,8 @@ def write_dataset(out: str | Path, *, n_train: int = 10000, n_val: int = 1000, s
     manifest = {
         "format": FORMAT, "seed": seed, "size": size, "image_format": "png",
         "n_images": {"train2014": n_train, "val2014": n_val}, "n_captions": n_captions,
-        "skill_weights": TRAIN_SKILL_WEIGHTS, "prompts": {"file": PROMPTS_FILE, "per_skill": per_skill},
+        "skill_weights": skill_weights or TRAIN_SKILL_WEIGHTS,
+        "prompts": {"file": PROMPTS_FILE, "per_skill": per_skill},
         "palette": {c: list(PALETTE[c]) for c in COLORS}, "shapes": list(SHAPES),
         "unusual_pairs": sorted(list(p) for p in UNUSUAL),
     }

@@ -244,6 +244,18 @@ def test_dataset_is_deterministic(world, tmp_path):
     assert _files(tmp_path / "c")[first] == same[first]
 
 
+def test_dataset_skill_weights_set_the_scene_mix(tmp_path):
+    write_dataset(tmp_path / "rel", n_train=12, n_val=0, size=32, seed=5, n_prompts=2,
+                  progress=False, skill_weights={"Positional": 1, "Colors": 0})
+    truth = read_truth(tmp_path / "rel" / "truth_train2014.jsonl")
+    assert len(truth) == 12 and {s.skill for s in truth.values()} == {"Positional"}
+    assert all(s.relation is not None and len(s.objects) == 2 for s in truth.values())
+    assert read_truth(tmp_path / "rel" / "truth_val2014.jsonl") == {}
+    for bad in ({"Relations": 1}, {"Positional": 0}, {"Positional": -1, "Colors": 2}):
+        with pytest.raises(ValueError, match="skill weights"):
+            write_dataset(tmp_path / "bad", n_train=1, n_val=0, skill_weights=bad, progress=False)
+
+
 def test_dataset_reads_through_coco_and_trainer(world, oracle):
     from coco.captions import load_val_captions
     from coco.reference import list_images
