@@ -481,6 +481,28 @@ def load_train_state(ckpt_dir: str | os.PathLike, key: str, *, model: torch.nn.M
     return header
 
 
+def load_initial_weights(ckpt_dir: str | os.PathLike, key: str, model: torch.nn.Module) -> dict:
+    """Start `model` from the raw weights of another run's DIR/<key>.train.safetensors.
+
+    For a run that continues another's training on new data or settings (fresh optimizer, step
+    0). Returns the state's JSON header (its step, config and arguments).
+    """
+    path = train_state_path(ckpt_dir, key)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: --init-from needs the checkpoint directory "
+                              f"of a run that trained stage {key}")
+    try:
+        header, tensors = read_train_state(ckpt_dir, key)
+    except CheckpointError as e:
+        raise CheckpointError(f"--init-from: {str(e).split(';')[0].split(' - ')[0]}") from None
+    state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    check_state_dict(model, state, path, "raw weights",
+                     ("match the model built from --config",
+                      "start from a run of the same config"))
+    model.load_state_dict(state, strict=True)
+    return header
+
+
 def check_compatible(ckpt_dir: str | os.PathLike, key: str, text_encoder_meta: dict) -> None:
     """Raise CheckpointError now if saving stage `key` with this text encoder into `ckpt_dir`
     would fail later (a training run calls this before its first step)."""

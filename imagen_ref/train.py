@@ -72,6 +72,7 @@ class TrainArgs:
     precision: str = "fp32"             # "fp32" or "bf16" autocast
     save_every: int = 1000              # steps between checkpoints (0: only at the end)
     resume: bool = False                # continue from DIR/<key>.train.safetensors if present
+    init_from: str | None = None        # start from the raw weights of INIT/<key>.train.safetensors
     text_encoder: str = DEFAULT_TEXT_ENCODER  # name, hub id or local directory
     max_length: int = 128               # text tokens
     embedding_cache: str | None = None  # caption-embedding cache; None: default_cache_dir()
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--precision", choices=("fp32", "bf16"), default=d.precision, help="autocast precision")
     a("--save-every", type=int, default=d.save_every, help="steps between checkpoints (0: end only)")
     a("--resume", action="store_true", help="continue from DIR/<stage>.train.safetensors")
+    a("--init-from", default=d.init_from, metavar="DIR",
+      help="start from the raw weights of another run's checkpoint directory (same --config; "
+           "fresh optimizer, step 0); a state that --resume finds wins")
     a("--text-encoder", default=d.text_encoder, help="text encoder: short name, hub id or directory")
     a("--max-length", type=int, default=d.max_length, help="text tokens")
     a("--embedding-cache", default=d.embedding_cache,
@@ -412,7 +416,17 @@ def prepare(args: TrainArgs, config, d: Dist) -> tuple[Run, object]:
                          f"embeddings but --config {args.config} expects text_dim "
                          f"{config.text_dim}; pick a matching --text-encoder or config")
     ckpt.check_compatible(args.out, key, te_meta)
-    model = build_model(config, args.seed).to(d.device).train()
+    model = build_model(config, args.seed)
+    init = None
+    if args.init_from and not (args.resume and ckpt.train_state_path(args.out, key).is_file()):
+        header = ckpt.load_initial_weights(args.init_from, key, model)
+        if header["config"] != _jsonable(dataclasses.asdict(config)):
+            raise UsageError(f"--init-from {args.init_from} holds stage {key} trained with config "
+                             f"{header.get('config_name')!r}, not --config {args.config}")
+        init = {"step": int(header["step"]), "config_name": header.get("config_name"),
+                "images_seen": int(header["step"]) * int(header["batch_size"])
+                * int(header["grad_accum"]) * int(header["world_size"])}
+    model = model.to(d.device).train()
     net = model
     if d.world_size > 1:
         ids = [d.device.index] if d.device.type == "cuda" else None
@@ -424,6 +438,8 @@ def prepare(args: TrainArgs, config, d: Dist) -> tuple[Run, object]:
                          f"the schedule's minimum log-SNR {schedule.log_snr_min:g}")
     pp = Preprocess(config.image_size, getattr(config, "lowres_size", None))
     info = {"layout": layout, "images": len(records), "preprocess": pp.describe()}
+    if init is not None:
+        info["init_from"] = init
     run = Run(args, d, config, key, model, net, EMA(model, args.ema_decay),
               make_optimizer(args, model), gen, encoder, te_meta, schedule, aug_schedule, info)
     start = resume(run)

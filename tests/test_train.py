@@ -20,7 +20,7 @@ from imagen_ref.configs import build_unet, get_config
 from imagen_ref.data import (CaptionedImages, DataError, Preprocess, ShardedSampler,
                              find_records, load_rgb, to_tensor)
 from imagen_ref.diffusion import Schedule
-from imagen_ref.train import TrainArgs, main, train
+from imagen_ref.train import TrainArgs, build_model, main, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -228,6 +228,26 @@ def test_resume_is_bit_exact(shapes_pairs, embedding_cache, tmp_path):
     assert sha[0] == sha[1]
 
 
+def test_init_from_starts_from_another_runs_raw_weights(shapes_pairs, embedding_cache, tmp_path):
+    train(args_for(shapes_pairs, tmp_path / "a", embedding_cache, steps=3))
+    _, ta = ck.read_train_state(tmp_path / "a", "base")
+    raw = {k[len("model/"):]: v for k, v in ta.items() if k.startswith("model/")}
+    fresh = build_model(get_config("tiny-base"), 0).state_dict()
+    assert any(not torch.equal(fresh[k], v) for k, v in raw.items())  # a trained away from init
+    # at lr 0 nothing moves, so b ends (raw and EMA) exactly where --init-from started it
+    result = train(args_for(shapes_pairs, tmp_path / "b", embedding_cache, steps=2, lr=0.0,
+                            init_from=str(tmp_path / "a")))
+    assert (result["start_step"], result["step"]) == (0, 2)
+    _, tb = ck.read_train_state(tmp_path / "b", "base")
+    assert all(torch.equal(tb["model/" + k], v) and torch.equal(tb["ema/" + k], v)
+               for k, v in raw.items())
+    model, _ = ck.load_stage(tmp_path / "b", "base")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in raw.items())
+    record = ck.read_manifest(tmp_path / "b")["stages"][0]["training"]
+    assert record["data"]["init_from"] == {"step": 3, "config_name": "tiny-base", "images_seen": 12}
+    assert record["step"] == 2
+
+
 def test_adafactor_bf16_run(shapes_pairs, embedding_cache, tmp_path):
     result = train(args_for(shapes_pairs, tmp_path, embedding_cache, optimizer="adafactor",
                             precision="bf16", steps=2, batch_size=2, warmup_steps=10))
@@ -316,9 +336,25 @@ USER_ERRORS = {
     "other text encoder": (lambda t, p: cli(p, _other_encoder_ckpt(t), t / "c", "--stage", "sr",
                                             "--config", "tiny-sr"),
                            r"cascade.json: the new stage's text encoder differs"),
+    "init-from without a state": (lambda t, p: cli(p, t / "o", t / "c", "--init-from", str(t / "x")),
+                                  r"x/base.train.safetensors is missing: --init-from needs the "
+                                  r"checkpoint directory of a run that trained stage base"),
+    "init-from another config": (lambda t, p: cli(p, t / "o", t / "c", "--init-from",
+                                                  str(_other_config_state(t))),
+                                 r"other/base.train.safetensors: the raw weights do not match the "
+                                 r"model built from --config .*; start from a run of the same config"),
     "corrupt train state": (lambda t, p: _corrupt_state(t) or cli(p, t / "o", t / "c", "--resume"),
                             r"base.train.safetensors is not a readable training state"),
 }
+
+
+def _other_config_state(tmp_path):
+    """A checkpoint directory with a training state of a base config other than tiny-base."""
+    model = build_unet(get_config("calworld-base-32"))
+    ck.save_train_state(tmp_path / "other", "base", model=model, ema_model=model,
+                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                        meta={"step": 1, "config_name": "calworld-base-32"})
+    return tmp_path / "other"
 
 
 def _corrupt_state(tmp_path):
