@@ -4,6 +4,8 @@
     OUT/checkpoint/    the cascade checkpoint imagen_ref writes (cascade.json, <key>.safetensors,
                        <key>.train.safetensors, <key>.log.jsonl)
     OUT/<key>.done.json  a stage is complete only when this exists; reruns skip it
+    OUT/warmup/        a stage's warm-up (if its recipe has one): data/ (the warm-up's scene mix),
+                       checkpoint/ and <key>.done.json; the stage then starts from its weights
     OUT/run.json       the recipe, seeds, wall times and steps reached
 
 `--bundle DIR` then copies the EMA weights (as float16) and cascade.json to DIR, e.g. the
@@ -12,6 +14,7 @@ package's calibration_world/weights/cascade/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -23,11 +26,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.runs import atomic_write_json
+
 RECIPE_FORMAT = "calibration_world.cascade_recipe"
 # imagen_ref.train's defaults when absent
 OPTIONAL_STAGE_KEYS = ("max_aug_level", "high_noise_fraction", "high_noise_max_log_snr")
 STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "warmup_steps",
               "ema_decay", "grad_clip", "cond_drop_prob", "seed")
+# a stage's optional "warmup": a first run on its own scene mix whose raw weights the stage starts
+# from; its other imagen_ref.train settings are the stage's unless given
+WARMUP_KEYS = ("skills", "n_train", "data_seed", "steps", "max_minutes")
+WARMUP_OVERRIDES = ("batch_size", "lr", "warmup_steps", "high_noise_fraction",
+                    "high_noise_max_log_snr")
 
 EPILOG = """examples:
   # the bundled cascade: world dataset, base 32x32 and SR 64x64 stages (about 50 minutes, 2 cores)
@@ -37,6 +47,11 @@ EPILOG = """examples:
   python -m calibration_world.train_cascade --out runs/cw_cascade --data data/cw --device cuda
   # only the base stage
   python -m calibration_world.train_cascade --out runs/cw_cascade --stages base
+
+A stage may have a "warmup": {"skills": {"Positional": 1}, "n_train": 6000, "data_seed": 1,
+"steps": 1000, "max_minutes": 15, ...}: first a run on n_train scenes of that skill mix (its
+other settings are the stage's, unless it gives batch_size, lr, warmup_steps,
+high_noise_fraction or high_noise_max_log_snr), then the stage starts from its raw weights.
 """
 
 
@@ -65,7 +80,29 @@ def load_recipe(path: str | os.PathLike) -> dict:
         missing = [k for k in STAGE_KEYS if k not in stage]
         if missing:
             raise RecipeError(f"{path}: stages[{i}] lacks {missing}")
+        if "warmup" in stage:
+            _check_warmup(path, i, stage["warmup"])
     return recipe
+
+
+def _check_warmup(path: Path, i: int, warm) -> None:
+    from .scenes import SKILLS
+
+    where = f"{path}: stages[{i}].warmup"
+    if not isinstance(warm, dict):
+        raise RecipeError(f"{where} must be an object with keys {list(WARMUP_KEYS)}")
+    missing = [k for k in WARMUP_KEYS if k not in warm]
+    unknown = sorted(set(warm) - set(WARMUP_KEYS) - set(WARMUP_OVERRIDES))
+    problems = ([f"lacks {missing}"] if missing else []) + \
+        ([f"unknown keys {unknown}"] if unknown else [])
+    if problems:
+        raise RecipeError(f"{where}: {'; '.join(problems)}")
+    skills = warm["skills"]
+    if not (isinstance(skills, dict) and skills and set(skills) <= set(SKILLS)
+            and all(isinstance(w, (int, float)) and w >= 0 for w in skills.values())
+            and any(w > 0 for w in skills.values())):
+        raise RecipeError(f"{where}.skills must map skills of {list(SKILLS)} to non-negative "
+                          "weights, not all zero")
 
 
 def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Path,
@@ -78,6 +115,36 @@ def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Pat
     return TrainArgs(**fields, data=str(data), out=str(ckpt_dir), save_every=0,
                      text_encoder=recipe["text_encoder"], max_length=recipe["max_length"],
                      embedding_cache=str(cache), device=device, progress=progress, log_every=10)
+
+
+def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progress: bool):
+    """The imagen_ref.train arguments of a stage's warm-up run (under OUT/warmup)."""
+    warm = stage["warmup"]
+    args = stage_args(stage, recipe, out / "warmup" / "data", out / "warmup" / "checkpoint",
+                      out / "embeddings", device, progress)
+    overrides = {k: warm[k] for k in ("steps", "max_minutes", *WARMUP_OVERRIDES) if k in warm}
+    return dataclasses.replace(args, **overrides)
+
+
+def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool) -> Path:
+    """The warm-up's dataset under OUT/warmup/data (kept if complete): the recipe's image size,
+    `n_train` scenes drawn from the warm-up's skill weights."""
+    from .dataset import MANIFEST, write_dataset
+
+    data = out / "warmup" / "data"
+    if not (data / MANIFEST).is_file():
+        write_dataset(data, n_train=warm["n_train"], n_val=0, size=recipe["dataset"]["size"],
+                      seed=warm["data_seed"], n_prompts=recipe["dataset"].get("n_prompts", 40),
+                      progress=progress, skill_weights=warm["skills"])
+    return data
+
+
+def _record(key: str, recipe_part: dict, result: dict) -> dict:
+    losses = result["losses"][-50:]
+    return {"key": key, "recipe": recipe_part, "step": result["step"],
+            "seconds": round(result["seconds"], 1),
+            "images_per_s": round(result["images_per_s"], 2),
+            "final_loss": sum(losses) / len(losses) if losses else None}
 
 
 def make_data(recipe: dict, out: Path, progress: bool) -> Path:
@@ -110,13 +177,21 @@ def train_stages(recipe: dict, out: Path, data: Path, *, device: str | None = No
             records.append(json.loads(done.read_text()))
             continue
         args = stage_args(stage, recipe, data, ckpt_dir, out / "embeddings", device, progress)
-        result = train(args)
-        record = {"key": key, "recipe": stage, "step": result["step"],
-                  "seconds": round(result["seconds"], 1),
-                  "images_per_s": round(result["images_per_s"], 2),
-                  "final_loss": (sum(result["losses"][-50:]) / max(1, len(result["losses"][-50:]))
-                                 if result["losses"] else None)}
-        done.write_text(json.dumps(record, indent=2) + "\n")
+        warm_record = None
+        if "warmup" in stage:
+            warm_done = out / "warmup" / f"{key}.done.json"
+            if warm_done.is_file():
+                warm_record = json.loads(warm_done.read_text())
+            else:
+                make_warmup_data(recipe, stage["warmup"], out, progress)
+                warm_record = _record(key, stage["warmup"],
+                                      train(warmup_args(stage, recipe, out, device, progress)))
+                atomic_write_json(warm_done, warm_record)
+            args = dataclasses.replace(args, init_from=str(out / "warmup" / "checkpoint"))
+        record = _record(key, stage, train(args))
+        if warm_record is not None:
+            record["warmup"] = warm_record
+        atomic_write_json(done, record)
         records.append(record)
     return records
 

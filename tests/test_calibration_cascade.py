@@ -3,6 +3,7 @@ trains and bundles a loadable cascade end to end at toy size, and the oracle swe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from calibration_world.bundled import bundled_cascade_path
 from calibration_world.dataset import split_scenes
 from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
 from calibration_world.train_cascade import default_recipe, load_recipe, main, stage_args
+from imagen_ref.checkpoint import read_manifest
 from imagen_ref.configs import CONFIGS
 from imagen_ref.pipeline import Cascade, StageSampling
 
@@ -96,6 +98,51 @@ def test_recipe_command_end_to_end(tmp_path, capsys):
     before = (out / "checkpoint" / "base.safetensors").read_bytes()
     assert main(argv) == 0
     assert (out / "checkpoint" / "base.safetensors").read_bytes() == before
+
+
+def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_path):
+    recipe = json.loads(_toy_recipe(tmp_path).read_text())
+    base = recipe["stages"][0]
+    base["warmup"] = {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3,
+                      "max_minutes": 1, "high_noise_fraction": 1.0, "high_noise_max_log_snr": -8.0}
+    path = tmp_path / "warm.json"
+    path.write_text(json.dumps(recipe))
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--recipe", str(path), "--device", "cpu", "--stages", "base",
+            "--no-progress"]
+    assert main(argv) == 0
+    warm = out / "warmup"
+    truth = [json.loads(line) for line in (warm / "data" / "truth_train2014.jsonl").open()]
+    assert len(truth) == 4 and {t["skill"] for t in truth} == {"Positional"}
+    assert json.loads((warm / "data" / "world.json").read_text())["skill_weights"] == {"Positional": 1}
+    warm_training = read_manifest(warm / "checkpoint")["stages"][0]["training"]
+    assert (warm_training["step"], warm_training["high_noise_fraction"],
+            warm_training["high_noise_max_log_snr"]) == (3, 1.0, -8.0)
+    main_training = read_manifest(out / "checkpoint")["stages"][0]["training"]
+    assert main_training["step"] == 2 and main_training["high_noise_fraction"] == 0.0
+    assert main_training["data"]["init_from"] == {"step": 3, "config_name": base["config"],
+                                                  "images_seen": 6}
+    run = json.loads((out / "run.json").read_text())
+    assert run["stages"][0]["warmup"]["step"] == 3 and run["stages"][0]["step"] == 2
+
+
+@pytest.mark.parametrize("warmup, words", [
+    ({"skills": {"Positional": 1}}, r"stages\[0\].warmup: lacks \['n_train', 'data_seed'"),
+    ({"skills": {"Relations": 1}, "n_train": 4, "data_seed": 1, "steps": 1, "max_minutes": 1},
+     r"stages\[0\].warmup.skills must map skills of"),
+    ({"skills": {"Positional": 1}, "n_train": 4, "data_seed": 1, "steps": 1, "max_minutes": 1,
+      "ema_decay": 0.9}, r"stages\[0\].warmup: unknown keys \['ema_decay'\]"),
+    ([1, 2], r"stages\[0\].warmup must be an object"),
+])
+def test_recipe_warmup_errors_name_the_key(tmp_path, capsys, warmup, words):
+    recipe = json.loads(_toy_recipe(tmp_path).read_text())
+    recipe["stages"][0]["warmup"] = warmup
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(recipe))
+    assert main(["--out", str(tmp_path / "o"), "--recipe", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0] and re.search(words, err[0]), err
+    assert not (tmp_path / "o" / "data").exists()  # rejected before any work
 
 
 def test_recipe_errors_name_the_file(tmp_path, capsys):
