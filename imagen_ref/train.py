@@ -364,7 +364,8 @@ def save_checkpoint(run: Run) -> None:
         meta = {"step": run.step, "samples_per_rank": run.step * a.batch_size * a.grad_accum,
                 "world_size": run.d.world_size, "batch_size": a.batch_size,
                 "grad_accum": a.grad_accum, "seed": a.seed, "config_name": a.config,
-                "config": _jsonable(dataclasses.asdict(run.config)), "args": dataclasses.asdict(a)}
+                "config": _jsonable(dataclasses.asdict(run.config)), "args": dataclasses.asdict(a),
+                "init_from": run.data_info.get("init_from")}
         ckpt.save_train_state(a.out, run.key, model=run.model, ema_model=run.ema.model,
                               optimizer=run.opt, meta=meta, rng=rng)
         ckpt.save_stage(a.out, run.key, run.ema.model, schedule=run.schedule,
@@ -393,6 +394,8 @@ def resume(run: Run) -> int:
         raise UsageError(f"{path} was trained with config {header.get('config_name')!r}, which "
                          f"differs from --config {a.config}; resume with the same --config")
     run.step = run.start_step = int(header["step"])
+    if header.get("init_from"):  # the weights this run started from, before the interruption
+        run.data_info["init_from"] = header["init_from"]
     same_layout = (header["world_size"], header["batch_size"], header["grad_accum"]) == \
         (d.world_size, a.batch_size, a.grad_accum)
     state = header["rng"].get(f"loss_rank{d.rank}")

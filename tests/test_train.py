@@ -246,6 +246,12 @@ def test_init_from_starts_from_another_runs_raw_weights(shapes_pairs, embedding_
     record = ck.read_manifest(tmp_path / "b")["stages"][0]["training"]
     assert record["data"]["init_from"] == {"step": 3, "config_name": "tiny-base", "images_seen": 12}
     assert record["step"] == 2
+    # resuming b continues b (the state --resume finds wins) and keeps the record of its start
+    again = train(args_for(shapes_pairs, tmp_path / "b", embedding_cache, steps=3, lr=0.0,
+                           init_from=str(tmp_path / "c"), resume=True))
+    assert (again["start_step"], again["step"]) == (2, 3)
+    record = ck.read_manifest(tmp_path / "b")["stages"][0]["training"]
+    assert record["data"]["init_from"]["step"] == 3 and record["step"] == 3
 
 
 def test_adafactor_bf16_run(shapes_pairs, embedding_cache, tmp_path):
