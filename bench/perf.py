@@ -40,6 +40,7 @@ from imagen_ref.guidance import make_denoiser
 from imagen_ref.samplers import sample_ddim, time_grid
 
 from . import peers, perf_fid, perf_votes
+from .cli import HelpFormatter
 
 # Perf configs as overrides of `tiny-base` (text_dim 384, MiniLM-L6), used until configs.py
 # registers them; a name in imagen_ref.configs.CONFIGS takes precedence.
@@ -464,18 +465,14 @@ EPILOG = """examples:
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, examples kept as written."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.perf", description="Throughput benchmarks of the reference cascade.",
-        formatter_class=_Formatter, epilog=EPILOG)
+        formatter_class=HelpFormatter, epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_args, func, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_, epilog=EPILOG,
-                           formatter_class=_Formatter)
+                           formatter_class=HelpFormatter)
         add_args(p)
         p.set_defaults(func=func)
     return parser

@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from .cli import HelpFormatter
+
 TARGET_P99_MS = 200.0
 
 EPILOG = """examples:
@@ -173,13 +175,9 @@ def cmd_votes(args) -> int:
     return 0
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, examples kept as written."""
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.perf_votes", description=__doc__,
-                                epilog=EPILOG, formatter_class=_Formatter)
+                                epilog=EPILOG, formatter_class=HelpFormatter)
     add_votes_args(p)
     return cmd_votes(p.parse_args(argv))
 

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.cli import HelpFormatter
+
 EPILOG = """examples:
   # the default world: 10,000 training and 1,000 validation images at 64x64, 40 prompts per skill
   python -m calibration_world make --out data/calibration_world
@@ -25,10 +27,6 @@ EPILOG = """examples:
 
 class UserError(Exception):
     """Bad arguments; main prints the message and returns 2."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, examples kept as written."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cli import HelpFormatter
+
 from . import defaults as cw
 
 EPILOG = """examples:
@@ -44,10 +46,6 @@ EPILOG = """examples:
 
 class DemoError(Exception):
     """A stage failed; its own message was printed above."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help; the description and examples keep their line breaks."""
 
 
 def build_parser() -> argparse.ArgumentParser:

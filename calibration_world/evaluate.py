@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from bench.cli import HelpFormatter
 from imagen_ref.device import derive_seed
 
 from .captions import caption
@@ -215,7 +216,7 @@ def write_results(out: Path, rows: list[dict], summary: list[dict], meta: dict) 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calibration_world.evaluate",
                                 description=__doc__.split("\n")[0], epilog=EPILOG,
-                                formatter_class=_Formatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--cascade", default=None, metavar="DIR",
                    help="checkpoint directory (default: the bundled cascade)")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder")
@@ -239,10 +240,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu")
     return p
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def main(argv=None) -> int:

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from bench.cli import HelpFormatter
+
 from .captions import PHRASES, Group, phrase
 from .scenes import COLORS, PALETTE, SHAPES
 
@@ -174,14 +176,10 @@ def _override(text: str) -> tuple[str, object]:
         return key, value  # a bare string, e.g. text_attention=cross
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calibration_world.relation_probe",
                                 description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
-                                formatter_class=_Formatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", default="calworld-base-32", help="named base U-Net config")
     p.add_argument("--set", dest="overrides", type=_override, action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (JSON value), e.g. query_pos=false; repeatable")

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.cli import HelpFormatter
 from bench.runs import atomic_write_json
 
 RECIPE_FORMAT = "calibration_world.cascade_recipe"
@@ -223,7 +224,7 @@ def bundle(ckpt_dir: str | os.PathLike, dest: str | os.PathLike, dtype=torch.flo
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m calibration_world.train_cascade",
                                 description=__doc__.split("\n")[0], epilog=EPILOG,
-                                formatter_class=_Formatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
     p.add_argument("--recipe", default=None, metavar="JSON",
                    help="recipe file (default: the package's recipes/cascade.json)")
@@ -236,10 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="afterwards copy the float16 EMA cascade to DIR")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def main(argv=None) -> int:

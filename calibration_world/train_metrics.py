@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bench.cli import HelpFormatter
+
 from .captions import INVERSE, PHRASES, Group, Requirement, captions, parse_caption, phrase
 from .models import (ClipConfig, ClipTower, FeatureConfig, FeatureNet, NAME, RESIZE, save_model,
                      scene_targets)
@@ -464,10 +466,6 @@ def clip_check(scorer, n: int = 300, seed: int = 0) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # command line
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 EPILOG = """examples:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.cli import HelpFormatter
 from rater import ADMIN_TOKEN_ENV, DB_ENV, resolve_secrets
 from rater.tasks import add_session_args
 
@@ -22,17 +23,13 @@ EPILOG = """examples:
 APP = Path(__file__).with_name("app.py")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help, examples kept as written."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rater", description=__doc__,
-                                     epilog=EPILOG, formatter_class=_Formatter)
+                                     epilog=EPILOG, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("serve", help="run the Streamlit rating app", epilog=EPILOG,
                        description="Run the rating app: streamlit run rater/app.py -- ...",
-                       formatter_class=_Formatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--tasks", default=None,
                    help="tasks.jsonl of python -m bench.drawbench pairs (default: the tasks "
                    "`make demo` wrote, runs/demo/tasks/tasks.jsonl)")

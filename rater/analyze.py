@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.cli import HelpFormatter
+
 from . import stats
 
 FILES = {"preferences": "preferences.csv", "bradley_terry": "bradley_terry.csv",
@@ -49,10 +51,6 @@ EPILOG = """examples:
 
 class UserError(Exception):
     """Bad input the user can fix; main() prints it and exits with code 2 (STYLE §12)."""
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help; the description and examples keep their line breaks."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.cli import HelpFormatter
+
 from .tasks import system_name as side_system  # the app's system strings
 
 CHOICES = ("left", "indifferent", "right")
@@ -313,10 +315,6 @@ EPILOG = """examples:
   python -m rater.simulate --db sim.db --systems a:w1-none-aug0-ddim64,a:w5-none-aug0-ddim64 \\
       --model model.json    # {"tie": 0.5, "strengths": {"fidelity": {"SYSTEM": 1.0}, ...}}
 """
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in the help; the description and examples keep their line breaks."""
 
 
 def build_parser() -> argparse.ArgumentParser:
