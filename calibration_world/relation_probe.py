@@ -100,16 +100,15 @@ def order_accuracy(pred: torch.Tensor, targets: torch.Tensor, truth: torch.Tenso
 
 def probe_config(name: str, size: int, overrides: dict):
     """The named base config at `size`, attention resolutions scaled along, with overrides."""
-    from imagen_ref.configs import UNetConfig, config_from_dict, get_config
+    from imagen_ref.configs import UNetConfig, at_resolution, config_from_dict, get_config
 
     cfg = get_config(name)
     if not isinstance(cfg, UNetConfig):
         raise ValueError(f"config {name!r} is not a base U-Net (the probe trains base stages)")
     if cfg.image_size % size:
         raise ValueError(f"probe size {size} must divide the config's image size {cfg.image_size}")
-    f = cfg.image_size // size
-    scaled = {"image_size": size, "attn_resolutions": [r // f for r in cfg.attn_resolutions]}
-    return config_from_dict({**dataclasses.asdict(cfg), **scaled, **overrides})  # checks the keys
+    scaled = dataclasses.asdict(at_resolution(cfg, size))
+    return config_from_dict({**scaled, **overrides})  # checks the keys
 
 
 @torch.no_grad()

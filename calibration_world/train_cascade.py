@@ -38,7 +38,7 @@ STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "wa
 # from; its other imagen_ref.train settings are the stage's unless given
 WARMUP_KEYS = ("skills", "n_train", "data_seed", "steps", "max_minutes")
 WARMUP_OVERRIDES = ("batch_size", "lr", "warmup_steps", "high_noise_fraction",
-                    "high_noise_max_log_snr")
+                    "high_noise_max_log_snr", "image_size")
 
 EPILOG = """examples:
   # the bundled cascade: world dataset, base 32x32 and SR 64x64 stages (about 50 minutes, 2 cores)
@@ -52,7 +52,9 @@ EPILOG = """examples:
 A stage may have a "warmup": {"skills": {"Positional": 1}, "n_train": 6000, "data_seed": 1,
 "steps": 1000, "max_minutes": 15, ...}: first a run on n_train scenes of that skill mix (its
 other settings are the stage's, unless it gives batch_size, lr, warmup_steps,
-high_noise_fraction or high_noise_max_log_snr), then the stage starts from its raw weights.
+high_noise_fraction, high_noise_max_log_snr or image_size), then the stage starts from its raw
+weights (a smaller image_size trains the base config at that size, 4x cheaper per halving; its
+position tables are resampled to the stage's size).
 """
 
 

@@ -481,12 +481,9 @@ def load_train_state(ckpt_dir: str | os.PathLike, key: str, *, model: torch.nn.M
     return header
 
 
-def load_initial_weights(ckpt_dir: str | os.PathLike, key: str, model: torch.nn.Module) -> dict:
-    """Start `model` from the raw weights of another run's DIR/<key>.train.safetensors.
-
-    For a run that continues another's training on new data or settings (fresh optimizer, step
-    0). Returns the state's JSON header (its step, config and arguments).
-    """
+def read_raw_weights(ckpt_dir: str | os.PathLike, key: str) -> tuple[dict, dict]:
+    """(JSON header, raw weights) of another run's DIR/<key>.train.safetensors, for a run that
+    starts from them (--init-from) with a fresh optimizer."""
     path = train_state_path(ckpt_dir, key)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: --init-from needs the checkpoint directory "
@@ -495,12 +492,7 @@ def load_initial_weights(ckpt_dir: str | os.PathLike, key: str, model: torch.nn.
         header, tensors = read_train_state(ckpt_dir, key)
     except CheckpointError as e:
         raise CheckpointError(f"--init-from: {str(e).split(';')[0].split(' - ')[0]}") from None
-    state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    check_state_dict(model, state, path, "raw weights",
-                     ("match the model built from --config",
-                      "start from a run of the same config"))
-    model.load_state_dict(state, strict=True)
-    return header
+    return header, {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
 
 
 def check_compatible(ckpt_dir: str | os.PathLike, key: str, text_encoder_meta: dict) -> None:

@@ -148,6 +148,30 @@ def get_config(name: str, **overrides) -> Config:
     return dataclasses.replace(CONFIGS[name], **overrides)
 
 
+def at_resolution(config: Config, size: int) -> Config:
+    """A base config trained at `size`² instead: attention resolutions scale along, every other
+    field is kept (so the weights differ only in the grids of the learned position tables).
+
+    Raises ValueError for a super-resolution config, or a size that is not the config's image
+    size times or divided by a whole number.
+    """
+    if not isinstance(config, UNetConfig):
+        raise ValueError(f"only a base U-Net can change resolution, not a {type(config).__name__}")
+    big, small = max(config.image_size, size), min(config.image_size, size)
+    if size < 1 or big % small:
+        raise ValueError(f"size {size} must divide the config's image size {config.image_size} "
+                         "or be a multiple of it")
+    if size <= config.image_size:
+        f = config.image_size // size
+        if any(r % f for r in config.attn_resolutions):
+            raise ValueError(f"size {size} does not scale attention resolutions "
+                             f"{config.attn_resolutions} to whole numbers")
+        attn = tuple(r // f for r in config.attn_resolutions)
+    else:
+        attn = tuple(r * (size // config.image_size) for r in config.attn_resolutions)
+    return dataclasses.replace(config, image_size=size, attn_resolutions=attn)
+
+
 def config_from_dict(d: dict) -> Config:
     """Rebuild a config from `dataclasses.asdict` output (possibly JSON round-tripped: lists -> tuples)."""
     kind = d.get("kind", "unet")

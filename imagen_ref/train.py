@@ -73,6 +73,7 @@ class TrainArgs:
     save_every: int = 1000              # steps between checkpoints (0: only at the end)
     resume: bool = False                # continue from DIR/<key>.train.safetensors if present
     init_from: str | None = None        # start from the raw weights of INIT/<key>.train.safetensors
+    image_size: int | None = None       # base configs: train at this size instead (attention scaled)
     text_encoder: str = DEFAULT_TEXT_ENCODER  # name, hub id or local directory
     max_length: int = 128               # text tokens
     embedding_cache: str | None = None  # caption-embedding cache; None: default_cache_dir()
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--init-from", default=d.init_from, metavar="DIR",
       help="start from the raw weights of another run's checkpoint directory (same --config; "
            "fresh optimizer, step 0); a state that --resume finds wins")
+    a("--image-size", type=int, default=d.image_size, metavar="N",
+      help="base configs: train at N x N instead of the config's size, attention resolutions "
+           "scaled along (e.g. a cheap low-resolution start for --init-from)")
     a("--text-encoder", default=d.text_encoder, help="text encoder: short name, hub id or directory")
     a("--max-length", type=int, default=d.max_length, help="text tokens")
     a("--embedding-cache", default=d.embedding_cache,
@@ -172,7 +176,7 @@ def setup_distributed(device_name: str | None) -> Dist:
 
 def resolve_config(args: TrainArgs):
     """The U-Net config named by --config, checked against --stage."""
-    from .configs import CONFIGS, get_config
+    from .configs import CONFIGS, at_resolution, get_config
 
     if args.config not in CONFIGS:
         raise UsageError(f"unknown config {args.config!r}; choose one of {sorted(CONFIGS)}")
@@ -182,6 +186,11 @@ def resolve_config(args: TrainArgs):
         kind = "super-resolution" if is_sr else "base"
         raise UsageError(f"--config {args.config} is a {kind} model but --stage is "
                          f"{args.stage}; use --stage {'sr' if is_sr else 'base'} or another config")
+    if args.image_size is not None and args.image_size != config.image_size:
+        try:
+            config = at_resolution(config, args.image_size)
+        except ValueError as e:
+            raise UsageError(f"--image-size {args.image_size}: {e}") from None
     return config
 
 
@@ -409,6 +418,37 @@ def resume(run: Run) -> int:
     return run.step * a.batch_size * a.grad_accum
 
 
+def start_from(args: TrainArgs, key: str, config, model: torch.nn.Module) -> dict:
+    """Load --init-from's raw weights into `model`; returns the record of where it started.
+
+    The saved model must be this config, or this config at another resolution
+    (`configs.at_resolution`), whose position tables are then resampled to this one's grids.
+    """
+    from .configs import at_resolution, config_from_dict
+    from .unet import resize_position_tables
+
+    header, state = ckpt.read_raw_weights(args.init_from, key)
+    try:
+        saved = config_from_dict(header["config"])
+        same = saved == config or (saved.image_size != config.image_size
+                                   and at_resolution(saved, config.image_size) == config)
+    except (KeyError, TypeError, ValueError):
+        same = False
+    if not same:
+        raise UsageError(f"--init-from {args.init_from}: its stage {key} was trained with config "
+                         f"{header.get('config_name')!r}, which is not --config {args.config} "
+                         "at this or another resolution")
+    if saved.image_size != config.image_size:
+        state = resize_position_tables(state, model)
+    ckpt.check_state_dict(model, state, ckpt.train_state_path(args.init_from, key), "raw weights",
+                          ("match the model built from --config", "start from a run of the same config"))
+    model.load_state_dict(state, strict=True)
+    return {"step": int(header["step"]), "config_name": header.get("config_name"),
+            "image_size": saved.image_size,
+            "images_seen": int(header["step"]) * int(header["batch_size"])
+            * int(header["grad_accum"]) * int(header["world_size"])}
+
+
 def prepare(args: TrainArgs, config, d: Dist) -> tuple[Run, object]:
     """Check inputs, build everything, resume; returns the run and its batch iterator."""
     records, layout = find_records(args.data)  # fail on bad data before loading any model
@@ -422,13 +462,7 @@ def prepare(args: TrainArgs, config, d: Dist) -> tuple[Run, object]:
     model = build_model(config, args.seed)
     init = None
     if args.init_from and not (args.resume and ckpt.train_state_path(args.out, key).is_file()):
-        header = ckpt.load_initial_weights(args.init_from, key, model)
-        if header["config"] != _jsonable(dataclasses.asdict(config)):
-            raise UsageError(f"--init-from {args.init_from} holds stage {key} trained with config "
-                             f"{header.get('config_name')!r}, not --config {args.config}")
-        init = {"step": int(header["step"]), "config_name": header.get("config_name"),
-                "images_seen": int(header["step"]) * int(header["batch_size"])
-                * int(header["grad_accum"]) * int(header["world_size"])}
+        init = start_from(args, key, config, model)
     model = model.to(d.device).train()
     net = model
     if d.world_size > 1:

@@ -6,6 +6,8 @@ text sequence is concatenated to the keys/values of every self-attention layer (
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -147,3 +149,32 @@ class _ConvUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def resize_position_tables(state: dict, model: nn.Module) -> dict:
+    """`state` with its learned position tables resampled (bilinear) to `model`'s grids.
+
+    For starting a BaseUNet from weights trained at another resolution (`configs.at_resolution`):
+    `pos_emb` (1, C, H, W) and each attention's `query_pos` (1, heads, H*W, head_dim) are the
+    only weights whose shapes depend on the image size. Other entries pass through unchanged.
+    """
+    target = model.state_dict()
+    out = dict(state)
+    for name, saved in state.items():
+        want = target.get(name)
+        if want is None or want.shape == saved.shape:
+            continue
+        if name == "pos_emb" and saved.ndim == 4:
+            out[name] = F.interpolate(saved.float(), size=want.shape[-2:], mode="bilinear",
+                                      align_corners=False).to(saved.dtype)
+        elif name.endswith(".query_pos") and saved.ndim == 4 and saved.shape[:2] == want.shape[:2]:
+            _, heads, n, d = saved.shape
+            side, new_side = math.isqrt(n), math.isqrt(want.shape[2])
+            if side * side != n or new_side * new_side != want.shape[2]:
+                continue  # not square grids: left for the shape check to report
+            grid = saved.float().reshape(1, heads, side, side, d).permute(0, 1, 4, 2, 3)
+            grid = F.interpolate(grid.reshape(1, heads * d, side, side), size=(new_side, new_side),
+                                 mode="bilinear", align_corners=False)
+            out[name] = (grid.reshape(1, heads, d, new_side, new_side).permute(0, 1, 3, 4, 2)
+                         .reshape(1, heads, new_side * new_side, d).to(saved.dtype))
+    return out

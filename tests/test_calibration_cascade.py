@@ -104,7 +104,8 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
     recipe = json.loads(_toy_recipe(tmp_path).read_text())
     base = recipe["stages"][0]
     base["warmup"] = {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3,
-                      "max_minutes": 1, "high_noise_fraction": 1.0, "high_noise_max_log_snr": -8.0}
+                      "max_minutes": 1, "high_noise_fraction": 1.0, "high_noise_max_log_snr": -8.0,
+                      "image_size": 16}
     path = tmp_path / "warm.json"
     path.write_text(json.dumps(recipe))
     out = tmp_path / "run"
@@ -115,13 +116,16 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
     truth = [json.loads(line) for line in (warm / "data" / "truth_train2014.jsonl").open()]
     assert len(truth) == 4 and {t["skill"] for t in truth} == {"Positional"}
     assert json.loads((warm / "data" / "world.json").read_text())["skill_weights"] == {"Positional": 1}
-    warm_training = read_manifest(warm / "checkpoint")["stages"][0]["training"]
+    warm_stage = read_manifest(warm / "checkpoint")["stages"][0]
+    assert warm_stage["config"]["image_size"] == 16  # trained at half size, 4x cheaper per image
+    warm_training = warm_stage["training"]
     assert (warm_training["step"], warm_training["high_noise_fraction"],
             warm_training["high_noise_max_log_snr"]) == (3, 1.0, -8.0)
     main_training = read_manifest(out / "checkpoint")["stages"][0]["training"]
     assert main_training["step"] == 2 and main_training["high_noise_fraction"] == 0.0
     assert main_training["data"]["init_from"] == {"step": 3, "config_name": base["config"],
-                                                  "images_seen": 6}
+                                                  "image_size": 16, "images_seen": 6}
+    assert read_manifest(out / "checkpoint")["stages"][0]["config"]["image_size"] == 32
     run = json.loads((out / "run.json").read_text())
     assert run["stages"][0]["warmup"]["step"] == 3 and run["stages"][0]["step"] == 2
 

@@ -89,3 +89,18 @@ def test_get_config_overrides_and_errors():
         config_from_dict({"kind": "unet", "bogus": 1})
     with pytest.raises(ValueError):
         config_from_dict({"kind": "transformer"})
+
+
+def test_at_resolution_scales_attention_and_keeps_everything_else():
+    from imagen_ref.configs import at_resolution
+
+    cfg = get_config("calworld-base-32-xattn")
+    low = at_resolution(cfg, 16)
+    assert (low.image_size, low.attn_resolutions) == (16, (8, 4))
+    assert dataclasses.replace(low, image_size=32, attn_resolutions=(16, 8)) == cfg
+    assert at_resolution(low, 32) == cfg and at_resolution(cfg, 64).attn_resolutions == (32, 16)
+    for bad, words in ((12, "must divide"), (2, "whole numbers")):
+        with pytest.raises(ValueError, match=words):
+            at_resolution(cfg, bad)
+    with pytest.raises(ValueError, match="only a base U-Net"):
+        at_resolution(get_config("calworld-sr-64"), 32)

@@ -1,6 +1,7 @@
 """Tests for imagen_ref.data and imagen_ref.train: datasets, training, resume, the command line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -244,7 +245,8 @@ def test_init_from_starts_from_another_runs_raw_weights(shapes_pairs, embedding_
     model, _ = ck.load_stage(tmp_path / "b", "base")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in raw.items())
     record = ck.read_manifest(tmp_path / "b")["stages"][0]["training"]
-    assert record["data"]["init_from"] == {"step": 3, "config_name": "tiny-base", "images_seen": 12}
+    assert record["data"]["init_from"] == {"step": 3, "config_name": "tiny-base", "image_size": 32,
+                                           "images_seen": 12}
     assert record["step"] == 2
     # resuming b continues b (the state --resume finds wins) and keeps the record of its start
     again = train(args_for(shapes_pairs, tmp_path / "b", embedding_cache, steps=3, lr=0.0,
@@ -252,6 +254,25 @@ def test_init_from_starts_from_another_runs_raw_weights(shapes_pairs, embedding_
     assert (again["start_step"], again["step"]) == (2, 3)
     record = ck.read_manifest(tmp_path / "b")["stages"][0]["training"]
     assert record["data"]["init_from"]["step"] == 3 and record["step"] == 3
+
+
+def test_init_from_a_lower_resolution_run_resamples_its_position_tables(shapes_pairs,
+                                                                        embedding_cache, tmp_path):
+    from imagen_ref.unet import resize_position_tables
+
+    common = dict(config="calworld-base-32-xattn", batch_size=2, steps=1)
+    train(args_for(shapes_pairs, tmp_path / "low", embedding_cache, image_size=16, **common))
+    header, low = ck.read_raw_weights(tmp_path / "low", "base")
+    assert (header["config"]["image_size"], header["config"]["attn_resolutions"]) == (16, [8, 4])
+    train(args_for(shapes_pairs, tmp_path / "high", embedding_cache, lr=0.0,
+                   init_from=str(tmp_path / "low"), **common))
+    _, high = ck.read_raw_weights(tmp_path / "high", "base")
+    want = resize_position_tables(low, build_unet(get_config("calworld-base-32-xattn")))
+    assert high.keys() == want.keys() and all(torch.equal(high[k], want[k]) for k in want)
+    assert high["pos_emb"].shape[-1] == 32 and low["pos_emb"].shape[-1] == 16
+    record = ck.read_manifest(tmp_path / "high")["stages"][0]
+    assert record["config"]["image_size"] == 32
+    assert record["training"]["data"]["init_from"]["image_size"] == 16
 
 
 def test_adafactor_bf16_run(shapes_pairs, embedding_cache, tmp_path):
@@ -342,13 +363,15 @@ USER_ERRORS = {
     "other text encoder": (lambda t, p: cli(p, _other_encoder_ckpt(t), t / "c", "--stage", "sr",
                                             "--config", "tiny-sr"),
                            r"cascade.json: the new stage's text encoder differs"),
+    "bad image size": (lambda t, p: cli(p, t / "o", t / "c", "--image-size", "12"),
+                       r"--image-size 12: size 12 must divide the config's image size 32"),
     "init-from without a state": (lambda t, p: cli(p, t / "o", t / "c", "--init-from", str(t / "x")),
                                   r"x/base.train.safetensors is missing: --init-from needs the "
                                   r"checkpoint directory of a run that trained stage base"),
     "init-from another config": (lambda t, p: cli(p, t / "o", t / "c", "--init-from",
                                                   str(_other_config_state(t))),
-                                 r"other/base.train.safetensors: the raw weights do not match the "
-                                 r"model built from --config .*; start from a run of the same config"),
+                                 r"other: its stage base was trained with config 'calworld-base-32', "
+                                 r"which is not --config tiny-base at this or another resolution"),
     "corrupt train state": (lambda t, p: _corrupt_state(t) or cli(p, t / "o", t / "c", "--resume"),
                             r"base.train.safetensors is not a readable training state"),
 }
@@ -359,7 +382,8 @@ def _other_config_state(tmp_path):
     model = build_unet(get_config("calworld-base-32"))
     ck.save_train_state(tmp_path / "other", "base", model=model, ema_model=model,
                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                        meta={"step": 1, "config_name": "calworld-base-32"})
+                        meta={"step": 1, "config_name": "calworld-base-32",
+                              "config": dataclasses.asdict(get_config("calworld-base-32"))})
     return tmp_path / "other"
 
 

@@ -275,3 +275,46 @@ def test_base_unet_text_attention_options():
     assert len(imagen.out_attn) == 0
     with pytest.raises(ValueError, match="text_attention"):
         build_unet(get_config("tiny-base", text_attention="both"))
+
+
+def test_position_tables_resample_along_the_right_axes():
+    """A table that is linear in the row and column index stays linear after resampling to twice
+    the grid (bilinear, half-pixel centres: the interior is exact), in every head and channel:
+    rows, columns, heads and channels are not mixed up by the reshapes."""
+    from imagen_ref.configs import at_resolution
+    from imagen_ref.unet import resize_position_tables
+
+    cfg = get_config("calworld-base-32-xattn")
+    small, big = build_unet(at_resolution(cfg, 16)), build_unet(cfg)
+
+    def ramp(rows, cols, extra):  # value = 10 * row + col + extra
+        r = torch.arange(rows, dtype=torch.float32)[:, None]
+        c = torch.arange(cols, dtype=torch.float32)[None, :]
+        return 10 * r + c + extra
+
+    state = small.state_dict()
+    out = resize_position_tables(state, big)
+    big_state = big.state_dict()
+    assert out.keys() == state.keys()
+    changed = sorted(k for k in state if state[k].shape != big_state[k].shape)
+    assert "pos_emb" in changed and all(k == "pos_emb" or k.endswith(".query_pos") for k in changed)
+    name = next(k for k in changed if k.endswith(".query_pos"))
+    _, heads, n, d = state[name].shape
+    side = int(n ** 0.5)
+    extra = torch.arange(heads)[:, None] * 1000 + torch.arange(d)[None, :] * 100  # (heads, d)
+    grid = ramp(side, side, 0)[None, :, :, None] + extra[:, None, None, :]  # (heads, s, s, d)
+    state = {**state, name: grid.reshape(1, heads, n, d),
+             "pos_emb": ramp(16, 16, 0).expand_as(state["pos_emb"]).clone()}
+    out = resize_position_tables(state, big)
+    big.load_state_dict(out)  # every shape now fits
+    new = out[name].reshape(heads, 2 * side, 2 * side, d)
+    coord = (torch.arange(2 * side, dtype=torch.float32) + 0.5) / 2 - 0.5  # source coordinates
+    want = 10 * coord[:, None] + coord[None, :]
+    inner = slice(1, 2 * side - 1)
+    for h in range(heads):
+        for k in (0, d - 1):
+            torch.testing.assert_close(new[h, inner, inner, k] - extra[h, k], want[inner, inner])
+    coord = (torch.arange(32, dtype=torch.float32) + 0.5) / 2 - 0.5
+    torch.testing.assert_close(out["pos_emb"][0, 5, 1:31, 1:31],
+                               (10 * coord[:, None] + coord[None, :])[1:31, 1:31])
+    assert all(torch.equal(out[k], state[k]) for k in state if k not in changed)
