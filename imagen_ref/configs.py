@@ -123,6 +123,8 @@ CONFIGS: dict[str, Config] = {
     # positions start at std 0.5 (subject and object apart). It trains 14% faster per image than
     # calworld-base-32 on 2 CPU cores. Trained by the base recipe (40 minutes, or 60), it still
     # drew relations at chance order: passing the probe did not carry over to diffusion training.
+    # The bundled cascade's base: a 16x16 warm-up on relation scenes at high noise first (the
+    # recipe's "warmup"), after which 92% of swapped-caption pairs came out in the right order.
     "calworld-base-32-xattn": UNetConfig(
         image_size=32, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
         attn_resolutions=(16, 8), head_dim=32, emb_dim=128, text_dim=384, ctx_dim=128,

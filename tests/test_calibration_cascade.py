@@ -15,7 +15,8 @@ from calibration_world import render
 from calibration_world.bundled import bundled_cascade_path
 from calibration_world.dataset import split_scenes
 from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
-from calibration_world.train_cascade import default_recipe, load_recipe, main, stage_args
+from calibration_world.train_cascade import (default_recipe, load_recipe, main, stage_args,
+                                              warmup_args)
 from imagen_ref.checkpoint import read_manifest
 from imagen_ref.configs import CONFIGS
 from imagen_ref.pipeline import Cascade, StageSampling
@@ -55,9 +56,11 @@ def test_bundled_cascade_loads_and_samples(bundled):
 
 def test_shipped_recipe_is_valid():
     recipe = load_recipe(default_recipe())
-    assert [s["config"] for s in recipe["stages"]] == ["calworld-base-32", "calworld-sr-64"]
+    assert [s["config"] for s in recipe["stages"]] == ["calworld-base-32-xattn", "calworld-sr-64"]
     assert all(s["config"] in CONFIGS and s["max_minutes"] > 0 for s in recipe["stages"])
-    assert sum(s["max_minutes"] for s in recipe["stages"]) <= 60  # the budget, both stages
+    minutes = sum(s["max_minutes"] + s.get("warmup", {}).get("max_minutes", 0)
+                  for s in recipe["stages"])
+    assert minutes <= 60  # the budget: both stages and the base stage's warm-up
     sr = next(s for s in recipe["stages"] if s["stage"] == "sr")
     args = stage_args(sr, recipe, Path("data"), Path("ckpt"), Path("cache"), None, False)
     assert args.max_aug_level == sr["max_aug_level"] < 1.0
@@ -66,11 +69,18 @@ def test_shipped_recipe_is_valid():
 def test_recipe_stage_passes_the_high_noise_options():
     recipe = load_recipe(default_recipe())
     base = next(s for s in recipe["stages"] if s["stage"] == "base")
-    plain = stage_args(base, recipe, Path("data"), Path("ckpt"), Path("cache"), None, False)
-    assert plain.high_noise_fraction == 0.0  # the bundled recipe trains as the paper does
-    args = stage_args({**base, "high_noise_fraction": 0.5, "high_noise_max_log_snr": -3.0}, recipe,
+    paper = {k: v for k, v in base.items() if not k.startswith("high_noise")}
+    plain = stage_args(paper, recipe, Path("data"), Path("ckpt"), Path("cache"), None, False)
+    assert plain.high_noise_fraction == 0.0  # absent: t ~ U(0, 1) as in the paper
+    args = stage_args({**base, "high_noise_fraction": 0.25, "high_noise_max_log_snr": -3.0}, recipe,
                       Path("data"), Path("ckpt"), Path("cache"), None, False)
-    assert (args.high_noise_fraction, args.high_noise_max_log_snr) == (0.5, -3.0)
+    assert (args.high_noise_fraction, args.high_noise_max_log_snr) == (0.25, -3.0)
+    # the shipped warm-up: relation scenes at 16x16, all at high noise; the stage's other settings
+    warm = warmup_args(base, recipe, Path("out"), None, False)
+    assert (warm.image_size, warm.high_noise_fraction, warm.steps, warm.max_minutes) == (
+        16, 1.0, base["warmup"]["steps"], base["warmup"]["max_minutes"])
+    assert (warm.lr, warm.batch_size, warm.config) == (base["lr"], base["batch_size"], base["config"])
+    assert warm.data == str(Path("out") / "warmup" / "data") and warm.init_from is None
 
 
 def _toy_recipe(tmp_path):
@@ -78,6 +88,8 @@ def _toy_recipe(tmp_path):
     recipe["dataset"].update(n_train=6, n_val=2, n_prompts=2)
     for stage in recipe["stages"]:
         stage.update(steps=2, batch_size=2, warmup_steps=1)
+        if "warmup" in stage:
+            stage["warmup"].update(n_train=4, steps=2)
     path = tmp_path / "toy.json"
     path.write_text(json.dumps(recipe))
     return path
@@ -122,7 +134,8 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
     assert (warm_training["step"], warm_training["high_noise_fraction"],
             warm_training["high_noise_max_log_snr"]) == (3, 1.0, -8.0)
     main_training = read_manifest(out / "checkpoint")["stages"][0]["training"]
-    assert main_training["step"] == 2 and main_training["high_noise_fraction"] == 0.0
+    assert main_training["step"] == 2  # the stage's own settings, not the warm-up's
+    assert main_training["high_noise_fraction"] == base.get("high_noise_fraction", 0.0) != 1.0
     assert main_training["data"]["init_from"] == {"step": 3, "config_name": base["config"],
                                                   "image_size": 16, "images_seen": 6}
     assert read_manifest(out / "checkpoint")["stages"][0]["config"]["image_size"] == 32
