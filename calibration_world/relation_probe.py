@@ -16,7 +16,9 @@ with Imagen's text in the self-attention k/v, and every variant tried without bo
 positions and a full-resolution text cross-attention stayed at chance for as long as they ran
 (600-1,600 steps); calworld-base-32-xattn learned the order in 450-1,000 (seeds 0 and 1: 500 and
 1,000). Passing the probe is not enough: trained by the 40-minute base recipe, that config still
-drew relations at chance order, where the order is a weak signal seen only at high noise.
+drew relations at chance order, where the order is a weak signal seen only at high noise. What
+worked is the recipe's warm-up (recipes/cascade.json): relation scenes only, all at high noise,
+at 16x16 (escape after about 2,000 steps there), then the base stage at 32x32 from those weights.
 
     python -m calibration_world.relation_probe --config calworld-base-32-xattn --out runs/probe/xattn.json
     python -m calibration_world.relation_probe --config calworld-base-32-xattn --set query_pos=false \
