@@ -411,8 +411,10 @@ def save_train_state(ckpt_dir: str | os.PathLike, key: str, *, model: torch.nn.M
     return path
 
 
-def read_train_state(ckpt_dir: str | os.PathLike, key: str) -> tuple[dict, dict]:
-    """(JSON header, tensors) of DIR/<key>.train.safetensors, integrity-checked."""
+def read_train_state(ckpt_dir: str | os.PathLike, key: str, *,
+                     remedy: str = "resume from a copy or run without --resume") -> tuple[dict, dict]:
+    """(JSON header, tensors) of DIR/<key>.train.safetensors, integrity-checked; `remedy` ends
+    the message of a file that exists but cannot be used."""
     path = train_state_path(ckpt_dir, key)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; there is no training state to resume - "
@@ -423,14 +425,13 @@ def read_train_state(ckpt_dir: str | os.PathLike, key: str) -> tuple[dict, dict]
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable training state ({type(e).__name__}: "
-                              f"{e}); it is corrupt or truncated - resume from a copy or run "
-                              "without --resume") from None
+                              f"{e}); it is corrupt or truncated - {remedy}") from None
     if header.get("format") != TRAIN_FORMAT or header.get("version") != VERSION:
         raise CheckpointError(f"{path}: unknown training-state format {header.get('format')!r} "
-                              f"version {header.get('version')!r}; run without --resume")
+                              f"version {header.get('version')!r} - {remedy}")
     if _payload_sha256(tensors) != header.get("payload_sha256"):
         raise CheckpointError(f"{path} is corrupt: its tensors do not match the digest in its "
-                              "header - resume from a copy or run without --resume")
+                              f"header - {remedy}")
     return header, tensors
 
 
@@ -488,10 +489,8 @@ def read_raw_weights(ckpt_dir: str | os.PathLike, key: str) -> tuple[dict, dict]
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: --init-from needs the checkpoint directory "
                               f"of a run that trained stage {key}")
-    try:
-        header, tensors = read_train_state(ckpt_dir, key)
-    except CheckpointError as e:
-        raise CheckpointError(f"--init-from: {str(e).split(';')[0].split(' - ')[0]}") from None
+    header, tensors = read_train_state(
+        ckpt_dir, key, remedy="re-copy that run's checkpoint or start without --init-from")
     return header, {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
 
 

@@ -372,6 +372,10 @@ USER_ERRORS = {
                                                   str(_other_config_state(t))),
                                  r"other: its stage base was trained with config 'calworld-base-32', "
                                  r"which is not --config tiny-base at this or another resolution"),
+    "init-from a corrupt state": (lambda t, p: _corrupt_state(t) or cli(p, t / "o2", t / "c",
+                                                                        "--init-from", str(t / "o")),
+                                  r"o/base.train.safetensors is not a readable training state .*"
+                                  r"re-copy that run's checkpoint or start without --init-from"),
     "corrupt train state": (lambda t, p: _corrupt_state(t) or cli(p, t / "o", t / "c", "--resume"),
                             r"base.train.safetensors is not a readable training state"),
 }
