@@ -40,6 +40,10 @@ EPILOG = """examples:
   # continue that run to 4000 steps with the same optimizer state
   python -m imagen_ref.train --stage sr --config tiny-sr --data my_pairs --out runs/tiny \\
       --steps 4000 --lr 1e-3 --warmup-steps 100 --ema-decay 0.999 --resume
+  # on a preemptible machine: rerun the same line after each interruption; it stops after one
+  # hour of training in all
+  python -m imagen_ref.train --stage base --config tiny-base --data my_pairs --out runs/tiny \\
+      --steps 40000 --save-every 200 --resume --max-total-minutes 60
   # the paper's 64x64 base model on COCO 2014, 8 GPUs, bf16, resumable
   torchrun --nproc-per-node 8 -m imagen_ref.train --stage base --config imagen-base-64 \\
       --data coco2014 --out runs/imagen --batch-size 64 --precision bf16 \\
@@ -61,6 +65,7 @@ class TrainArgs:
     out: str = ""                       # checkpoint directory (shared by all stages)
     steps: int = 1000                   # total optimizer steps (a resumed run continues to it)
     max_minutes: float = 0.0            # stop (and save) after this much training time; 0: no limit
+    max_total_minutes: float = 0.0      # the same over the stage's runs (this and the resumed ones)
     batch_size: int = 16                # images per optimizer step per process, per micro-batch
     lr: float = 1e-4                    # peak learning rate (paper: 1e-4)
     warmup_steps: int = 10000           # linear warmup from 0 (paper: 10k)
@@ -100,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", required=True, help="checkpoint directory; the stage is added to its cascade.json")
     a("--steps", type=int, default=d.steps, help="total optimizer steps")
     a("--max-minutes", type=float, default=d.max_minutes,
-      help="time budget: stop at the first log step past it and save (0: no limit)")
+      help="time budget of this run: stop at the first log step past it and save (0: no limit)")
+    a("--max-total-minutes", type=float, default=d.max_total_minutes,
+      help="time budget of the stage: like --max-minutes, but counting the training time of the "
+           "runs --resume continues, up to their last save (a stage interrupted and resumed "
+           "trains as long as one uninterrupted run; 0: no limit)")
     a("--batch-size", type=int, default=d.batch_size, help="images per micro-batch per process")
     a("--lr", type=float, default=d.lr, help="peak learning rate")
     a("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
@@ -205,8 +214,9 @@ def check_args(args: TrainArgs) -> None:
         raise UsageError("--max-aug-level must be in (0, 1]")
     if not 0.0 <= args.high_noise_fraction <= 1.0:
         raise UsageError("--high-noise-fraction must be in [0, 1]")
-    if args.max_minutes < 0:
-        raise UsageError("--max-minutes must be >= 0 (0: no limit)")
+    for name in ("max_minutes", "max_total_minutes"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (0: no limit)")
     if not 0.0 <= args.ema_decay < 1.0:
         raise UsageError("--ema-decay must be in [0, 1)")
     if not args.out:
@@ -300,6 +310,13 @@ class Run:
     step: int = 0
     start_step: int = 0
     last_loss: float | None = None
+    prior_seconds: float = 0.0     # training time of the runs this one resumes
+    t0: float | None = None        # perf_counter() when this run's training loop began
+
+    def train_seconds(self) -> float:
+        """The stage's training time so far, over this run and the runs it resumes."""
+        now = 0.0 if self.t0 is None else time.perf_counter() - self.t0
+        return self.prior_seconds + now
 
 
 def train_step(run: Run, batches) -> torch.Tensor:
@@ -352,7 +369,8 @@ def training_meta(run: Run) -> dict:
             "cond_drop_prob": a.cond_drop_prob, "max_aug_level": a.max_aug_level,
             "high_noise_fraction": a.high_noise_fraction,
             "high_noise_max_log_snr": a.high_noise_max_log_snr, "seed": a.seed, "data": run.data_info,
-            "last_loss": run.last_loss, "max_minutes": a.max_minutes}
+            "last_loss": run.last_loss, "max_minutes": a.max_minutes,
+            "max_total_minutes": a.max_total_minutes, "train_seconds": round(run.train_seconds(), 1)}
 
 
 def gather_rng(run: Run) -> dict[str, torch.Tensor]:
@@ -374,7 +392,7 @@ def save_checkpoint(run: Run) -> None:
                 "world_size": run.d.world_size, "batch_size": a.batch_size,
                 "grad_accum": a.grad_accum, "seed": a.seed, "config_name": a.config,
                 "config": _jsonable(dataclasses.asdict(run.config)), "args": dataclasses.asdict(a),
-                "init_from": run.data_info.get("init_from")}
+                "init_from": run.data_info.get("init_from"), "train_seconds": run.train_seconds()}
         ckpt.save_train_state(a.out, run.key, model=run.model, ema_model=run.ema.model,
                               optimizer=run.opt, meta=meta, rng=rng)
         ckpt.save_stage(a.out, run.key, run.ema.model, schedule=run.schedule,
@@ -403,6 +421,7 @@ def resume(run: Run) -> int:
         raise UsageError(f"{path} was trained with config {header.get('config_name')!r}, which "
                          f"differs from --config {a.config}; resume with the same --config")
     run.step = run.start_step = int(header["step"])
+    run.prior_seconds = float(header.get("train_seconds", 0.0))
     if header.get("init_from"):  # the weights this run started from, before the interruption
         run.data_info["init_from"] = header["init_from"]
     same_layout = (header["world_size"], header["batch_size"], header["grad_accum"]) == \
@@ -501,13 +520,16 @@ def log_record(run: Run, losses: list[float], seconds: float, images: int) -> di
 
 
 def out_of_time(run: Run, seconds: float) -> bool:
-    """Whether --max-minutes has passed; every rank gets rank 0's answer (they stop together)."""
-    if run.args.max_minutes <= 0:
-        return False
-    late = torch.tensor(float(seconds > 60.0 * run.args.max_minutes), device=run.d.device)
+    """Whether --max-minutes (this run's `seconds`) or --max-total-minutes (the stage's training
+    time) has passed; every rank gets rank 0's answer (they stop together)."""
+    a = run.args
+    late = ((a.max_minutes > 0 and seconds > 60.0 * a.max_minutes)
+            or (a.max_total_minutes > 0 and run.prior_seconds + seconds > 60.0 * a.max_total_minutes))
     if run.d.world_size > 1:
-        dist.broadcast(late, src=0)
-    return bool(late)
+        flag = torch.tensor(float(late), device=run.d.device)
+        dist.broadcast(flag, src=0)
+        late = bool(flag)
+    return late
 
 
 def fit(run: Run, batches) -> list[float]:
@@ -517,7 +539,14 @@ def fit(run: Run, batches) -> list[float]:
     bar = tqdm(total=a.steps, initial=run.step, desc=f"train {run.key}", unit="step",
                disable=not (main_rank and a.progress), dynamic_ncols=True)
     log_path = Path(a.out) / f"{run.key}.log.jsonl"
-    losses, pending, t0 = [], [], time.perf_counter()
+    losses, pending = [], []
+    t0 = run.t0 = time.perf_counter()
+    if out_of_time(run, 0.0):
+        if main_rank:
+            print(f"note: --max-total-minutes {a.max_total_minutes:g} was spent before this run "
+                  f"(step {run.step}); nothing to train", file=sys.stderr)
+        bar.close()
+        return losses
     while run.step < a.steps:
         pending.append(train_step(run, batches))
         bar.update(1)
@@ -534,8 +563,11 @@ def fit(run: Run, batches) -> list[float]:
                     f.write(json.dumps(rec) + "\n")
             if out_of_time(run, rec["seconds"]):
                 if main_rank:
-                    print(f"note: --max-minutes {a.max_minutes:g} reached at step {run.step} "
-                          f"of {a.steps}; saving", file=sys.stderr)
+                    which = (f"--max-minutes {a.max_minutes:g}" if a.max_minutes > 0 and
+                             rec["seconds"] > 60.0 * a.max_minutes else
+                             f"--max-total-minutes {a.max_total_minutes:g}")
+                    print(f"note: {which} reached at step {run.step} of {a.steps}; saving",
+                          file=sys.stderr)
                 break
         if a.save_every and run.step % a.save_every == 0 and run.step < a.steps:
             save_checkpoint(run)
@@ -557,7 +589,8 @@ def train(args) -> dict:
     Args:
         args: a TrainArgs or an argparse.Namespace from `build_parser()`.
     Returns: {"losses": per-step losses of this rank, "step", "start_step", "key",
-        "checkpoint": DIR, "rank", "seconds", "images_per_s"}.
+        "checkpoint": DIR, "rank", "seconds", "images_per_s" (this run), "train_seconds" (the
+        stage's training time over this run and the runs it resumed)}.
     """
     args = _as_train_args(args)
     check_args(args)
@@ -573,7 +606,8 @@ def train(args) -> dict:
     seconds = time.perf_counter() - t0
     return {"losses": losses, "step": run.step, "start_step": run.start_step, "key": run.key,
             "checkpoint": str(Path(args.out)), "rank": d.rank, "seconds": seconds,
-            "images_per_s": (run.step - run.start_step) * images_per_step(run) / seconds}
+            "images_per_s": (run.step - run.start_step) * images_per_step(run) / seconds,
+            "train_seconds": run.train_seconds()}
 
 
 def _one_line(err: Exception) -> str:

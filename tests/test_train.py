@@ -229,6 +229,33 @@ def test_resume_is_bit_exact(shapes_pairs, embedding_cache, tmp_path):
     assert sha[0] == sha[1]
 
 
+def test_max_total_minutes_counts_the_runs_it_resumes(shapes_pairs, embedding_cache, tmp_path,
+                                                     capsys):
+    first = train(args_for(shapes_pairs, tmp_path, embedding_cache, steps=2, log_every=1))
+    header, before = ck.read_train_state(tmp_path, "base")
+    spent = header["train_seconds"]
+    assert 0 < spent <= first["train_seconds"]
+    # a stage budget already spent: the resumed run trains nothing and leaves the state alone
+    idle = train(args_for(shapes_pairs, tmp_path, embedding_cache, steps=6, log_every=1,
+                          resume=True, max_total_minutes=spent / 60 / 2))
+    assert (idle["start_step"], idle["step"], idle["losses"]) == (2, 2, [])
+    assert "--max-total-minutes" in capsys.readouterr().err
+    _, after = ck.read_train_state(tmp_path, "base")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # budget left: it trains on, and the recorded time adds up over the runs
+    more = train(args_for(shapes_pairs, tmp_path, embedding_cache, steps=4, log_every=1,
+                          resume=True, max_total_minutes=60))
+    assert (more["start_step"], more["step"]) == (2, 4)
+    assert more["train_seconds"] > spent
+    record = ck.read_manifest(tmp_path)["stages"][0]["training"]
+    assert spent < record["train_seconds"] <= more["train_seconds"] + 0.05
+    assert record["max_total_minutes"] == 60
+    # --max-minutes is this run's budget only: a tiny one stops at the first log step past it
+    last = train(args_for(shapes_pairs, tmp_path, embedding_cache, steps=9, log_every=1,
+                          resume=True, max_minutes=1e-9))
+    assert (last["start_step"], last["step"]) == (4, 5)
+
+
 def test_init_from_starts_from_another_runs_raw_weights(shapes_pairs, embedding_cache, tmp_path):
     train(args_for(shapes_pairs, tmp_path / "a", embedding_cache, steps=3))
     _, ta = ck.read_train_state(tmp_path / "a", "base")
@@ -350,6 +377,8 @@ USER_ERRORS = {
                        r"--config tiny-base is a base model but --stage is sr; use --stage base"),
     "no images": (lambda t, p: cli(t, t / "o", t / "c"), r"no captioned images found under"),
     "bad number": (lambda t, p: cli(p, t / "o", t / "c", "--steps", "0"), r"--steps must be >= 1"),
+    "negative stage budget": (lambda t, p: cli(p, t / "o", t / "c", "--max-total-minutes", "-1"),
+                              r"--max-total-minutes must be >= 0 \(0: no limit\)"),
     "bad aug level": (lambda t, p: cli(p, t / "o", t / "c", "--max-aug-level", "0"),
                       r"--max-aug-level must be in \(0, 1\]"),
     "bad high-noise fraction": (lambda t, p: cli(p, t / "o", t / "c", "--high-noise-fraction", "1.5"),
