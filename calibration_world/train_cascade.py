@@ -3,7 +3,9 @@
     OUT/data/          the world dataset (calibration_world.dataset), unless --data is given
     OUT/checkpoint/    the cascade checkpoint imagen_ref writes (cascade.json, <key>.safetensors,
                        <key>.train.safetensors, <key>.log.jsonl)
-    OUT/<key>.done.json  a stage is complete only when this exists; reruns skip it
+    OUT/<key>.done.json  a stage is complete only when this exists; reruns skip it, and resume
+                       an interrupted stage from its last saved state (every SAVE_EVERY steps)
+                       with what is left of its time budget
     OUT/warmup/        a stage's warm-up (if its recipe has one): data/ (the warm-up's scene mix),
                        checkpoint/ and <key>.done.json; the stage then starts from its weights
     OUT/run.json       the recipe, seeds, wall times and steps reached
@@ -40,8 +42,16 @@ WARMUP_KEYS = ("skills", "n_train", "data_seed", "steps", "max_minutes")
 WARMUP_OVERRIDES = ("batch_size", "lr", "warmup_steps", "high_noise_fraction",
                     "high_noise_max_log_snr", "image_size")
 
+SAVE_EVERY = 200  # steps between a stage's saved training states (what an interrupted run resumes)
+# the imagen_ref.train arguments a saved state must share with the recipe to be resumed by it
+RESUME_MUST_MATCH = ("stage", "config", "steps", "max_total_minutes", "batch_size", "lr",
+                     "warmup_steps", "ema_decay", "grad_clip", "cond_drop_prob", "seed",
+                     "max_aug_level", "high_noise_fraction", "high_noise_max_log_snr", "image_size",
+                     "text_encoder", "max_length")
+
 EPILOG = """examples:
-  # the bundled cascade: world dataset, base 32x32 and SR 64x64 stages (about 50 minutes, 2 cores)
+  # the bundled cascade: world dataset, base 32x32 (after a 16x16 warm-up) and SR 64x64 stages
+  # (an hour on 2 cores); if interrupted, rerun the same line: it resumes where it stopped
   python -m calibration_world.train_cascade --out runs/cw_cascade \\
       --bundle calibration_world/weights/cascade
   # on a GPU, with a dataset made earlier by `python -m calibration_world make`
@@ -110,12 +120,14 @@ def _check_warmup(path: Path, i: int, warm) -> None:
 
 def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Path,
                device: str | None, progress: bool):
-    """The imagen_ref.train arguments of one recipe stage."""
+    """The imagen_ref.train arguments of one recipe stage: its `max_minutes` is the stage's
+    budget over resumed runs (--max-total-minutes), and a saved state is resumed."""
     from imagen_ref.train import TrainArgs
 
-    fields = {k: stage[k] for k in STAGE_KEYS}
+    fields = {k: stage[k] for k in STAGE_KEYS if k != "max_minutes"}
     fields.update({k: stage[k] for k in OPTIONAL_STAGE_KEYS if k in stage})
-    return TrainArgs(**fields, data=str(data), out=str(ckpt_dir), save_every=0,
+    return TrainArgs(**fields, max_total_minutes=stage["max_minutes"], data=str(data),
+                     out=str(ckpt_dir), save_every=SAVE_EVERY, resume=True,
                      text_encoder=recipe["text_encoder"], max_length=recipe["max_length"],
                      embedding_cache=str(cache), device=device, progress=progress, log_every=10)
 
@@ -125,8 +137,23 @@ def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progre
     warm = stage["warmup"]
     args = stage_args(stage, recipe, out / "warmup" / "data", out / "warmup" / "checkpoint",
                       out / "embeddings", device, progress)
-    overrides = {k: warm[k] for k in ("steps", "max_minutes", *WARMUP_OVERRIDES) if k in warm}
-    return dataclasses.replace(args, **overrides)
+    overrides = {k: warm[k] for k in ("steps", *WARMUP_OVERRIDES) if k in warm}
+    return dataclasses.replace(args, max_total_minutes=warm["max_minutes"], **overrides)
+
+
+def check_resumable(args, key: str) -> None:
+    """Refuse to resume a saved training state that another recipe started (RecipeError)."""
+    from imagen_ref.checkpoint import read_train_state, train_state_path
+
+    if not train_state_path(args.out, key).is_file():
+        return
+    header, _ = read_train_state(args.out, key, remedy="delete it or train into a new --out")
+    saved = header.get("args", {})
+    differ = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
+    if differ:
+        raise RecipeError(f"{train_state_path(args.out, key)} was started with other settings "
+                          f"({', '.join(differ)}) than this recipe's; train into a new --out or "
+                          "delete that state")
 
 
 def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool) -> Path:
@@ -143,11 +170,24 @@ def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool) -> Pat
 
 
 def _record(key: str, recipe_part: dict, result: dict) -> dict:
+    """A stage's done record; `seconds` is its training time over every run it took."""
     losses = result["losses"][-50:]
-    return {"key": key, "recipe": recipe_part, "step": result["step"],
-            "seconds": round(result["seconds"], 1),
-            "images_per_s": round(result["images_per_s"], 2),
-            "final_loss": sum(losses) / len(losses) if losses else None}
+    record = {"key": key, "recipe": recipe_part, "step": result["step"],
+              "seconds": round(result["train_seconds"], 1),
+              "images_per_s": round(result["images_per_s"], 2),
+              "final_loss": sum(losses) / len(losses) if losses else None}
+    if result["start_step"]:
+        record["resumed_at_step"] = result["start_step"]
+    return record
+
+
+def _done_record(path: Path, recipe_part: dict) -> dict:
+    """A completed stage's record, refused (RecipeError) if another recipe trained it."""
+    record = json.loads(path.read_text())
+    if record.get("recipe") != recipe_part:
+        raise RecipeError(f"{path} records a stage trained with another recipe than this one; "
+                          "train into a new --out or delete that stage's files")
+    return record
 
 
 def make_data(recipe: dict, out: Path, progress: bool) -> Path:
@@ -177,20 +217,22 @@ def train_stages(recipe: dict, out: Path, data: Path, *, device: str | None = No
         key = stage_key(get_config(stage["config"]))
         done = out / f"{key}.done.json"
         if done.is_file():
-            records.append(json.loads(done.read_text()))
+            records.append(_done_record(done, stage))
             continue
         args = stage_args(stage, recipe, data, ckpt_dir, out / "embeddings", device, progress)
         warm_record = None
         if "warmup" in stage:
             warm_done = out / "warmup" / f"{key}.done.json"
             if warm_done.is_file():
-                warm_record = json.loads(warm_done.read_text())
+                warm_record = _done_record(warm_done, stage["warmup"])
             else:
                 make_warmup_data(recipe, stage["warmup"], out, progress)
-                warm_record = _record(key, stage["warmup"],
-                                      train(warmup_args(stage, recipe, out, device, progress)))
+                warm_args = warmup_args(stage, recipe, out, device, progress)
+                check_resumable(warm_args, key)
+                warm_record = _record(key, stage["warmup"], train(warm_args))
                 atomic_write_json(warm_done, warm_record)
             args = dataclasses.replace(args, init_from=str(out / "warmup" / "checkpoint"))
+        check_resumable(args, key)
         record = _record(key, stage, train(args))
         if warm_record is not None:
             record["warmup"] = warm_record

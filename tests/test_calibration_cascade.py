@@ -77,9 +77,12 @@ def test_recipe_stage_passes_the_high_noise_options():
     assert (args.high_noise_fraction, args.high_noise_max_log_snr) == (0.25, -3.0)
     # the shipped warm-up: relation scenes at 16x16, all at high noise; the stage's other settings
     warm = warmup_args(base, recipe, Path("out"), None, False)
-    assert (warm.image_size, warm.high_noise_fraction, warm.steps, warm.max_minutes) == (
+    assert (warm.image_size, warm.high_noise_fraction, warm.steps, warm.max_total_minutes) == (
         16, 1.0, base["warmup"]["steps"], base["warmup"]["max_minutes"])
-    assert (warm.lr, warm.batch_size, warm.config) == (base["lr"], base["batch_size"], base["config"])
+    # a recipe's minutes are the stage's budget over resumed runs, and an interrupted run resumes
+    assert (warm.max_minutes, warm.resume) == (0.0, True)
+    assert (warm.lr, warm.config) == (base["lr"], base["config"])
+    assert warm.batch_size == base["warmup"]["batch_size"] != base["batch_size"]
     assert warm.data == str(Path("out") / "warmup" / "data") and warm.init_from is None
 
 
@@ -141,6 +144,52 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
     assert read_manifest(out / "checkpoint")["stages"][0]["config"]["image_size"] == 32
     run = json.loads((out / "run.json").read_text())
     assert run["stages"][0]["warmup"]["step"] == 3 and run["stages"][0]["step"] == 2
+
+
+def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    from imagen_ref import train as train_mod
+    from safetensors.torch import load_file
+    import calibration_world.train_cascade as tc
+
+    recipe = json.loads(_toy_recipe(tmp_path).read_text())
+    recipe["stages"] = recipe["stages"][:1]
+    recipe["stages"][0].pop("warmup")
+    recipe["stages"][0]["steps"] = 4
+    path = tmp_path / "four.json"
+    path.write_text(json.dumps(recipe))
+    monkeypatch.setattr(tc, "SAVE_EVERY", 1)
+    argv = ["--recipe", str(path), "--device", "cpu", "--no-progress"]
+    assert main(["--out", str(tmp_path / "whole"), *argv]) == 0
+
+    real_save, saves = train_mod.save_checkpoint, []
+
+    def killed_after_two_saves(run):  # the process dies right after saving step 2
+        real_save(run)
+        saves.append(run.step)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", killed_after_two_saves)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--out", str(out), *argv])
+    assert not (out / "base.done.json").exists()
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    assert main(["--out", str(out), *argv]) == 0
+    done = json.loads((out / "base.done.json").read_text())
+    assert (done["resumed_at_step"], done["step"]) == (2, 4)
+    # the same weights as the uninterrupted run (resume is bit-exact)
+    a, b = (load_file(str(d / "checkpoint" / "base.safetensors")) for d in (tmp_path / "whole", out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # another recipe does not resume that state, nor reuse the completed stage
+    recipe["stages"][0]["lr"] *= 2
+    path.write_text(json.dumps(recipe))
+    assert main(["--out", str(out), *argv]) == 2
+    assert "base.done.json records a stage trained with another recipe" in capsys.readouterr().err
+    (out / "base.done.json").unlink()
+    assert main(["--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "base.train.safetensors was started with other settings (lr)" in err, err
 
 
 @pytest.mark.parametrize("warmup, words", [
