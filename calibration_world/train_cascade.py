@@ -143,11 +143,11 @@ def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progre
 
 def check_resumable(args, key: str) -> None:
     """Refuse to resume a saved training state that another recipe started (RecipeError)."""
-    from imagen_ref.checkpoint import read_train_state, train_state_path
+    from imagen_ref.checkpoint import read_train_state_header, train_state_path
 
     if not train_state_path(args.out, key).is_file():
         return
-    header, _ = read_train_state(args.out, key, remedy="delete it or train into a new --out")
+    header = read_train_state_header(args.out, key, remedy="delete it or train into a new --out")
     saved = header.get("args", {})
     differ = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
     if differ:

@@ -411,10 +411,7 @@ def save_train_state(ckpt_dir: str | os.PathLike, key: str, *, model: torch.nn.M
     return path
 
 
-def read_train_state(ckpt_dir: str | os.PathLike, key: str, *,
-                     remedy: str = "resume from a copy or run without --resume") -> tuple[dict, dict]:
-    """(JSON header, tensors) of DIR/<key>.train.safetensors, integrity-checked; `remedy` ends
-    the message of a file that exists but cannot be used."""
+def _read_train_state(ckpt_dir, key: str, remedy: str, with_tensors: bool) -> tuple[dict, dict]:
     path = train_state_path(ckpt_dir, key)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; there is no training state to resume - "
@@ -422,17 +419,31 @@ def read_train_state(ckpt_dir: str | os.PathLike, key: str, *,
     try:
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})[TRAIN_STATE_KEY])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} is not a readable training state ({type(e).__name__}: "
                               f"{e}); it is corrupt or truncated - {remedy}") from None
     if header.get("format") != TRAIN_FORMAT or header.get("version") != VERSION:
         raise CheckpointError(f"{path}: unknown training-state format {header.get('format')!r} "
                               f"version {header.get('version')!r} - {remedy}")
-    if _payload_sha256(tensors) != header.get("payload_sha256"):
+    if with_tensors and _payload_sha256(tensors) != header.get("payload_sha256"):
         raise CheckpointError(f"{path} is corrupt: its tensors do not match the digest in its "
                               f"header - {remedy}")
     return header, tensors
+
+
+def read_train_state(ckpt_dir: str | os.PathLike, key: str, *,
+                     remedy: str = "resume from a copy or run without --resume") -> tuple[dict, dict]:
+    """(JSON header, tensors) of DIR/<key>.train.safetensors, integrity-checked; `remedy` ends
+    the message of a file that exists but cannot be used."""
+    return _read_train_state(ckpt_dir, key, remedy, with_tensors=True)
+
+
+def read_train_state_header(ckpt_dir: str | os.PathLike, key: str, *,
+                            remedy: str = "resume from a copy or run without --resume") -> dict:
+    """The JSON header of DIR/<key>.train.safetensors (step, args, ...) without reading its
+    tensors; their integrity is checked when the state is loaded."""
+    return _read_train_state(ckpt_dir, key, remedy, with_tensors=False)[0]
 
 
 def _group_like(saved: dict, current: dict) -> dict:
