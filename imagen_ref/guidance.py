@@ -14,23 +14,37 @@ from .diffusion import Schedule, null_text, x0_from_prediction
 from .thresholding import parse_mode, threshold
 
 
-# Dense kernels on the CPU pick other code paths (GEMV, another conv algorithm) for one to three
-# rows, which changes the last bits of a row's result; from four rows on, a row's result does not
-# depend on the others. Calls with fewer rows are padded, so an image is the same alone or in a batch.
+# Dense kernels on the CPU pick other code paths for other row counts (GEMV for one to three
+# rows; on AVX-512/AMX machines also other GEMM and convolution blockings for four rows against
+# eight), which changes the last bits of a row's result. For a given row count a row's result
+# does not depend on the other rows or its place among them. So on the CPU every call runs in
+# chunks of exactly CPU_ROWS rows (the last one padded with copies of its last row), and an image
+# is the same alone or in any batch. On other devices a call is padded to MIN_ROWS rows only.
 MIN_ROWS = 4
+CPU_ROWS = 4
+
+
+def _padded(x, rows: int):
+    return None if x is None else torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])])
 
 
 def call_model(model, z, t, text, text_mask, lowres=None, aug_t=None) -> torch.Tensor:
-    """model(...) with the batch padded to MIN_ROWS rows (copies of the last row), then cut back."""
+    """model(...) in fixed-size row chunks on the CPU (CPU_ROWS), elsewhere padded to MIN_ROWS
+    rows (copies of the last row), then cut back to the rows asked for."""
     rows = z.shape[0]
-    if rows >= MIN_ROWS:
-        return model(z, t, text, text_mask, lowres=lowres, aug_t=aug_t)
-
-    def pad(x):
-        return None if x is None else torch.cat([x, x[-1:].expand(MIN_ROWS - rows, *x.shape[1:])])
-
-    out = model(pad(z), pad(t), pad(text), pad(text_mask), lowres=pad(lowres), aug_t=pad(aug_t))
-    return out[:rows]
+    args = (z, t, text, text_mask, lowres, aug_t)
+    if z.device.type != "cpu":
+        if rows >= MIN_ROWS:
+            return model(z, t, text, text_mask, lowres=lowres, aug_t=aug_t)
+        z_, t_, text_, mask_, low_, aug_ = (_padded(x, MIN_ROWS) for x in args)
+        return model(z_, t_, text_, mask_, lowres=low_, aug_t=aug_)[:rows]
+    outs = []
+    for start in range(0, rows, CPU_ROWS):
+        part = [None if x is None else x[start:start + CPU_ROWS] for x in args]
+        n = part[0].shape[0]
+        z_, t_, text_, mask_, low_, aug_ = (_padded(x, CPU_ROWS) for x in part)
+        outs.append(model(z_, t_, text_, mask_, lowres=low_, aug_t=aug_)[:n])
+    return torch.cat(outs)
 
 
 def guided_prediction(model, z, t, text, text_mask, *, guidance: float = 1.0,

@@ -27,6 +27,7 @@ from transformers.utils import logging as hf_logging
 
 from .device import get_device
 
+CPU_TEXTS = 4  # texts per encoder call on the CPU (see FrozenTextEncoder._forward)
 DEFAULT_TEXT_ENCODER = "minilm-l6"  # small real encoder that ships with the package deps
 PAPER_TEXT_ENCODER = "google/t5-v1_1-xxl"  # the paper's frozen T5-XXL (encoder only)
 
@@ -283,12 +284,26 @@ class FrozenTextEncoder:
 
     def _forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """One model call: hidden (B, L, D) in the weights' dtype, zero at padding; mask (B, L)."""
-        # Always padded to max_length: a text's embedding must not depend on the other texts of
-        # its batch (the cache stores it once; sampling promises batch-independent images).
+        # Always padded to max_length, and on the CPU run in chunks of exactly CPU_TEXTS texts
+        # (the last padded with copies of its last text): a text's embedding must not depend on
+        # the other texts of its batch (the cache stores it once; sampling promises
+        # batch-independent images), and CPU GEMMs change their last bits with the row count.
+        rows = len(texts)
+        if self.device.type == "cpu" and rows % CPU_TEXTS:
+            texts = texts + [texts[-1]] * (CPU_TEXTS - rows % CPU_TEXTS)
         batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.max_length,
                                return_tensors="pt")
         ids = batch["input_ids"].to(self.device)  # (B, L)
         attn = batch["attention_mask"].to(self.device)  # (B, L), 1 = real token
+        if self.device.type == "cpu":
+            chunks = [self._hidden(i, a) for i, a in zip(ids.split(CPU_TEXTS), attn.split(CPU_TEXTS))]
+            hidden, mask = torch.cat([h for h, _ in chunks])[:rows], attn[:rows].bool()
+            return hidden.clone(), mask.clone()
+        hidden, mask = self._hidden(ids, attn)
+        return hidden.clone(), mask.clone()
+
+    def _hidden(self, ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's per-token output for (B, L) ids, zero at padding, and the bool mask."""
         with torch.inference_mode():
             if self.family == "clip":  # penultimate layer of the text transformer [P App. D.1]
                 out = self.model(input_ids=ids, attention_mask=attn, output_hidden_states=True)
@@ -297,9 +312,9 @@ class FrozenTextEncoder:
                 hidden = self.model(input_ids=ids, attention_mask=attn).last_hidden_state
             mask = attn.bool()
             hidden = hidden.masked_fill(~mask[..., None], 0.0)  # (B, L, D)
-        # Cloned outside inference mode: inference tensors cannot be saved for backward, and
-        # the U-Nets' text projections do save their inputs during training.
-        return hidden.clone(), mask.clone()
+        # Callers clone outside inference mode: inference tensors cannot be saved for backward,
+        # and the U-Nets' text projections do save their inputs during training.
+        return hidden, mask
 
     def encode_uncached(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode with the model, ignoring the cache; same outputs as encode()."""
