@@ -33,21 +33,23 @@ from bench.runs import atomic_write_json
 
 RECIPE_FORMAT = "calibration_world.cascade_recipe"
 # imagen_ref.train's defaults when absent
-OPTIONAL_STAGE_KEYS = ("max_aug_level", "high_noise_fraction", "high_noise_max_log_snr")
+OPTIONAL_STAGE_KEYS = ("max_aug_level", "high_noise_fraction", "high_noise_max_log_snr",
+                       "lr_decay_fraction")
 STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "warmup_steps",
               "ema_decay", "grad_clip", "cond_drop_prob", "seed")
 # a stage's optional "warmup": a first run on its own scene mix whose raw weights the stage starts
-# from; its other imagen_ref.train settings are the stage's unless given
+# from; its other imagen_ref.train settings are the stage's unless given, except
+# lr_decay_fraction (a warm-up hands on weights mid-training: no decay unless it asks)
 WARMUP_KEYS = ("skills", "n_train", "data_seed", "steps", "max_minutes")
 WARMUP_OVERRIDES = ("batch_size", "lr", "warmup_steps", "high_noise_fraction",
-                    "high_noise_max_log_snr", "image_size")
+                    "high_noise_max_log_snr", "image_size", "lr_decay_fraction")
 
 SAVE_EVERY = 200  # steps between a stage's saved training states (what an interrupted run resumes)
 # the imagen_ref.train arguments a saved state must share with the recipe to be resumed by it
 RESUME_MUST_MATCH = ("stage", "config", "steps", "max_total_minutes", "batch_size", "lr",
                      "warmup_steps", "ema_decay", "grad_clip", "cond_drop_prob", "seed",
                      "max_aug_level", "high_noise_fraction", "high_noise_max_log_snr", "image_size",
-                     "text_encoder", "max_length")
+                     "lr_decay_fraction", "text_encoder", "max_length")
 
 EPILOG = """examples:
   # the bundled cascade: world dataset, base 32x32 (after a 16x16 warm-up) and SR 64x64 stages
@@ -62,7 +64,8 @@ EPILOG = """examples:
 A stage may have a "warmup": {"skills": {"Positional": 1}, "n_train": 6000, "data_seed": 1,
 "steps": 1000, "max_minutes": 15, ...}: first a run on n_train scenes of that skill mix (its
 other settings are the stage's, unless it gives batch_size, lr, warmup_steps,
-high_noise_fraction, high_noise_max_log_snr or image_size), then the stage starts from its raw
+high_noise_fraction, high_noise_max_log_snr or image_size; it anneals only if it gives
+lr_decay_fraction), then the stage starts from its raw
 weights (a smaller image_size trains the base config at that size, 4x cheaper per halving; its
 position tables are resampled to the stage's size).
 """
@@ -137,7 +140,8 @@ def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progre
     warm = stage["warmup"]
     args = stage_args(stage, recipe, out / "warmup" / "data", out / "warmup" / "checkpoint",
                       out / "embeddings", device, progress)
-    overrides = {k: warm[k] for k in ("steps", *WARMUP_OVERRIDES) if k in warm}
+    overrides = {"lr_decay_fraction": 0.0}
+    overrides.update({k: warm[k] for k in ("steps", *WARMUP_OVERRIDES) if k in warm})
     return dataclasses.replace(args, max_total_minutes=warm["max_minutes"], **overrides)
 
 
@@ -148,8 +152,9 @@ def check_resumable(args, key: str) -> None:
     if not train_state_path(args.out, key).is_file():
         return
     header = read_train_state_header(args.out, key, remedy="delete it or train into a new --out")
-    saved = header.get("args", {})
-    differ = [k for k in RESUME_MUST_MATCH if saved.get(k) != getattr(args, k)]
+    saved, defaults = header.get("args", {}), type(args)()
+    # a setting newer than the state counts as its default there
+    differ = [k for k in RESUME_MUST_MATCH if saved.get(k, getattr(defaults, k)) != getattr(args, k)]
     if differ:
         raise RecipeError(f"{train_state_path(args.out, key)} was started with other settings "
                           f"({', '.join(differ)}) than this recipe's; train into a new --out or "

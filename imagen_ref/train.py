@@ -69,6 +69,7 @@ class TrainArgs:
     batch_size: int = 16                # images per optimizer step per process, per micro-batch
     lr: float = 1e-4                    # peak learning rate (paper: 1e-4)
     warmup_steps: int = 10000           # linear warmup from 0 (paper: 10k)
+    lr_decay_fraction: float = 0.0      # decay linearly to 0 over this last part of the run (0: none)
     weight_decay: float = 0.0           # decoupled weight decay (paper SR models: 0)
     optimizer: str = "adamw"            # "adamw" (b1 .9, b2 .999, eps 1e-8) or "adafactor"
     ema_decay: float = 0.9999           # EMA decay of the saved weights
@@ -113,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=int, default=d.batch_size, help="images per micro-batch per process")
     a("--lr", type=float, default=d.lr, help="peak learning rate")
     a("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps")
+    a("--lr-decay-fraction", type=float, default=d.lr_decay_fraction, metavar="F",
+      help="decay the learning rate linearly to 0 over the last F of the run, its progress being "
+           "the larger of step / --steps and training time / the time budget (--max-minutes, "
+           "--max-total-minutes), so a time-bounded run anneals before it stops (0: constant)")
     a("--weight-decay", type=float, default=d.weight_decay, help="decoupled weight decay")
     a("--optimizer", choices=("adamw", "adafactor"), default=d.optimizer, help="optimizer")
     a("--ema-decay", type=float, default=d.ema_decay, help="EMA decay of the saved weights")
@@ -214,6 +219,8 @@ def check_args(args: TrainArgs) -> None:
         raise UsageError("--max-aug-level must be in (0, 1]")
     if not 0.0 <= args.high_noise_fraction <= 1.0:
         raise UsageError("--high-noise-fraction must be in [0, 1]")
+    if not 0.0 <= args.lr_decay_fraction <= 1.0:
+        raise UsageError("--lr-decay-fraction must be in [0, 1]")
     for name in ("max_minutes", "max_total_minutes"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0 (0: no limit)")
@@ -269,11 +276,28 @@ def make_optimizer(args: TrainArgs, model: torch.nn.Module) -> torch.optim.Optim
                              weight_decay=args.weight_decay)
 
 
-def lr_at(args: TrainArgs, step: int) -> float:
-    """Linear warmup to --lr over --warmup-steps, then constant."""
-    if args.warmup_steps <= 0:
-        return args.lr
-    return args.lr * min(1.0, (step + 1) / args.warmup_steps)
+def lr_at(args: TrainArgs, step: int, progress: float = 0.0) -> float:
+    """Linear warmup to --lr over --warmup-steps, then constant; with --lr-decay-fraction F,
+    linear decay to 0 once the run's `progress` (0..1, at least step / --steps) passes 1 - F."""
+    lr = args.lr
+    if args.warmup_steps > 0:
+        lr *= min(1.0, (step + 1) / args.warmup_steps)
+    if args.lr_decay_fraction > 0:
+        progress = max(progress, step / args.steps)
+        lr *= min(1.0, max(0.0, (1.0 - progress) / args.lr_decay_fraction))
+    return lr
+
+
+def time_progress(args: TrainArgs, seconds: float, prior_seconds: float) -> float:
+    """The share of the time budget spent: this run's `seconds` against --max-minutes and the
+    stage's (with `prior_seconds` of the runs it resumes) against --max-total-minutes; 0 with
+    neither."""
+    shares = [0.0]
+    if args.max_minutes > 0:
+        shares.append(seconds / (60.0 * args.max_minutes))
+    if args.max_total_minutes > 0:
+        shares.append((prior_seconds + seconds) / (60.0 * args.max_total_minutes))
+    return max(shares)
 
 
 def build_model(config, seed: int):
@@ -311,6 +335,7 @@ class Run:
     start_step: int = 0
     last_loss: float | None = None
     prior_seconds: float = 0.0     # training time of the runs this one resumes
+    progress: float = 0.0          # time_progress() at the last log step (rank 0's, on all ranks)
     t0: float | None = None        # perf_counter() when this run's training loop began
 
     def train_seconds(self) -> float:
@@ -323,7 +348,7 @@ def train_step(run: Run, batches) -> torch.Tensor:
     """One optimizer step over --grad-accum micro-batches; returns the mean loss (detached)."""
     args, dev = run.args, run.d.device
     for group in run.opt.param_groups:
-        group["lr"] = lr_at(args, run.step)
+        group["lr"] = lr_at(args, run.step, run.progress)
     total = torch.zeros((), device=dev)
     for micro in range(args.grad_accum):
         batch = next(batches)
@@ -363,7 +388,8 @@ def training_meta(run: Run) -> dict:
     a = run.args
     return {"step": run.step, "images_seen": run.step * images_per_step(run),
             "ema_decay": a.ema_decay, "config_name": a.config, "optimizer": a.optimizer,
-            "lr": a.lr, "warmup_steps": a.warmup_steps, "weight_decay": a.weight_decay,
+            "lr": a.lr, "warmup_steps": a.warmup_steps, "lr_decay_fraction": a.lr_decay_fraction,
+            "weight_decay": a.weight_decay,
             "grad_clip": a.grad_clip, "batch_size": a.batch_size, "grad_accum": a.grad_accum,
             "world_size": run.d.world_size, "precision": a.precision,
             "cond_drop_prob": a.cond_drop_prob, "max_aug_level": a.max_aug_level,
@@ -521,14 +547,17 @@ def log_record(run: Run, losses: list[float], seconds: float, images: int) -> di
 
 def out_of_time(run: Run, seconds: float) -> bool:
     """Whether --max-minutes (this run's `seconds`) or --max-total-minutes (the stage's training
-    time) has passed; every rank gets rank 0's answer (they stop together)."""
+    time) has passed; every rank gets rank 0's answer (they stop together), and rank 0's
+    time_progress() for the learning rate (they step alike)."""
     a = run.args
     late = ((a.max_minutes > 0 and seconds > 60.0 * a.max_minutes)
             or (a.max_total_minutes > 0 and run.prior_seconds + seconds > 60.0 * a.max_total_minutes))
+    progress = time_progress(a, seconds, run.prior_seconds)
     if run.d.world_size > 1:
-        flag = torch.tensor(float(late), device=run.d.device)
-        dist.broadcast(flag, src=0)
-        late = bool(flag)
+        flags = torch.tensor([float(late), progress], device=run.d.device, dtype=torch.float64)
+        dist.broadcast(flags, src=0)
+        late, progress = bool(flags[0]), float(flags[1])
+    run.progress = progress
     return late
 
 

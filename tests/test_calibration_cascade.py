@@ -84,6 +84,13 @@ def test_recipe_stage_passes_the_high_noise_options():
     assert (warm.lr, warm.config) == (base["lr"], base["config"])
     assert warm.batch_size == base["warmup"]["batch_size"] != base["batch_size"]
     assert warm.data == str(Path("out") / "warmup" / "data") and warm.init_from is None
+    # a stage's learning-rate decay is its own: its warm-up anneals only if it asks
+    decaying = {**base, "lr_decay_fraction": 0.3}
+    assert stage_args(decaying, recipe, Path("data"), Path("ckpt"), Path("cache"), None,
+                      False).lr_decay_fraction == 0.3
+    assert warmup_args(decaying, recipe, Path("out"), None, False).lr_decay_fraction == 0.0
+    decaying["warmup"] = {**base["warmup"], "lr_decay_fraction": 0.2}
+    assert warmup_args(decaying, recipe, Path("out"), None, False).lr_decay_fraction == 0.2
 
 
 def _toy_recipe(tmp_path):
@@ -190,6 +197,25 @@ def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, monkeypatch, ca
     assert main(["--out", str(out), *argv]) == 2
     err = capsys.readouterr().err
     assert "base.train.safetensors was started with other settings (lr)" in err, err
+    # a setting newer than the saved state reads as its default there: the old recipe resumes
+    # it (nothing left to train), one that asks for a learning-rate decay does not
+    recipe["stages"][0]["lr"] /= 2
+    path.write_text(json.dumps(recipe))
+    from imagen_ref import checkpoint as ck
+
+    def header_before_the_setting(*a, **kw):
+        header = real_read(*a, **kw)
+        header["args"].pop("lr_decay_fraction")
+        return header
+
+    real_read = ck.read_train_state_header
+    monkeypatch.setattr(ck, "read_train_state_header", header_before_the_setting)
+    assert main(["--out", str(out), *argv]) == 0
+    (out / "base.done.json").unlink()
+    recipe["stages"][0]["lr_decay_fraction"] = 0.3
+    path.write_text(json.dumps(recipe))
+    assert main(["--out", str(out), *argv]) == 2
+    assert "other settings (lr_decay_fraction)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("warmup, words", [

@@ -256,6 +256,46 @@ def test_max_total_minutes_counts_the_runs_it_resumes(shapes_pairs, embedding_ca
     assert (last["start_step"], last["step"]) == (4, 5)
 
 
+def test_lr_decay_fraction_anneals_the_last_part_of_the_steps():
+    args = TrainArgs(lr=2e-3, steps=100, warmup_steps=10, lr_decay_fraction=0.3)
+    steps = np.arange(100)
+    # independently: the lower of the warm-up ramp and the decay ramp, each piecewise linear
+    ramp_up = np.interp(steps, [-1, 9], [0.0, 2e-3])
+    ramp_down = np.interp(steps, [70, 100], [2e-3, 0.0])
+    expected = np.minimum(ramp_up, ramp_down)
+    np.testing.assert_allclose([train_mod.lr_at(args, int(s)) for s in steps], expected, atol=1e-12)
+    # without it the rate stays at --lr after the warm-up, as before
+    constant = dataclasses.replace(args, lr_decay_fraction=0.0)
+    assert [train_mod.lr_at(constant, s) for s in (9, 70, 99)] == [2e-3] * 3
+    # progress by time: past 1 - F of the budget the rate falls whatever the step
+    timed = dataclasses.replace(args, max_total_minutes=10.0)
+    progress = train_mod.time_progress(timed, 60.0 * 3, prior_seconds=60.0 * 5)  # 8 of 10 min
+    assert progress == pytest.approx(0.8)
+    assert train_mod.lr_at(timed, 20, progress) == pytest.approx(2e-3 * 0.2 / 0.3)
+    assert train_mod.lr_at(timed, 20, 1.0) == 0.0
+    # --max-minutes counts this run alone; the larger share wins
+    both = dataclasses.replace(timed, max_minutes=2.0)
+    assert train_mod.time_progress(both, 60.0, prior_seconds=0.0) == pytest.approx(0.5)
+
+
+def test_lr_decay_by_time_counts_the_runs_it_resumes(shapes_pairs, embedding_cache, tmp_path):
+    first = train(args_for(shapes_pairs, tmp_path, embedding_cache, steps=2, log_every=1))
+    assert first["step"] == 2
+    spent = ck.read_train_state(tmp_path, "base")[0]["train_seconds"]
+    # a quarter of the stage budget spent before this run, the decay over all of it: the first
+    # step of the resumed run trains at 3/4 of the rate, and the rate only falls from there
+    train(args_for(shapes_pairs, tmp_path, embedding_cache, steps=1000, log_every=1, resume=True,
+                   max_total_minutes=4 * spent / 60, lr_decay_fraction=1.0))
+    log = [json.loads(line) for line in (tmp_path / "base.log.jsonl").read_text().splitlines()]
+    resumed = [r for r in log if r["step"] > 2]
+    assert resumed[0]["step"] == 3 and resumed[0]["lr"] == pytest.approx(0.75e-3)
+    rates = [r["lr"] for r in resumed]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert len(resumed) < 1000 - 2  # stopped by the budget, not the step count
+    record = ck.read_manifest(tmp_path)["stages"][0]["training"]
+    assert record["lr_decay_fraction"] == 1.0
+
+
 def test_init_from_starts_from_another_runs_raw_weights(shapes_pairs, embedding_cache, tmp_path):
     train(args_for(shapes_pairs, tmp_path / "a", embedding_cache, steps=3))
     _, ta = ck.read_train_state(tmp_path / "a", "base")
@@ -379,6 +419,8 @@ USER_ERRORS = {
     "bad number": (lambda t, p: cli(p, t / "o", t / "c", "--steps", "0"), r"--steps must be >= 1"),
     "negative stage budget": (lambda t, p: cli(p, t / "o", t / "c", "--max-total-minutes", "-1"),
                               r"--max-total-minutes must be >= 0 \(0: no limit\)"),
+    "bad lr decay": (lambda t, p: cli(p, t / "o", t / "c", "--lr-decay-fraction", "2"),
+                     r"--lr-decay-fraction must be in \[0, 1\]"),
     "bad aug level": (lambda t, p: cli(p, t / "o", t / "c", "--max-aug-level", "0"),
                       r"--max-aug-level must be in \(0, 1\]"),
     "bad high-noise fraction": (lambda t, p: cli(p, t / "o", t / "c", "--high-noise-fraction", "1.5"),
