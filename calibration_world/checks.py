@@ -13,7 +13,9 @@ bench.coco_fid / bench.drawbench whose prompts are calibration-world captions an
                                   the w = 1 config with the same thresholding (and aug level,
                                   sampler, steps) on the same prompt, k and seed: baseline_key,
                                   n_paired, n_gained, n_lost, mcnemar_p (exact: binomial test of
-                                  the discordant pairs), delta = (n_gained - n_lost) / n_paired
+                                  the discordant pairs), delta = (n_gained - n_lost) / n_paired;
+                                  the same against the w = 0 (unconditional) config: uncond_key,
+                                  vs0_n_paired, vs0_n_gained, vs0_n_lost, vs0_mcnemar_p, vs0_delta
     metrics/saturation.csv        per config: n_images, saturated_fraction (mean over images of
                                   the fraction of pixels with some channel at uint8 0 or 255,
                                   the stand-in for x0 at -1 or +1: the PNG quantises [-1, 1] to
@@ -59,7 +61,9 @@ KINDS = {"blur": (0.0, 0.5, 1.0, 1.5, 2.5),     # Gaussian sigma in pixels
 PER_IMAGE_FIELDS = ["config_key", "guidance", "thresholding", "prompt_id", "k", "seed", "category",
                     *CHECKS, "detected", "saturated"]
 SUMMARY_FIELDS = ["config_key", "guidance", "thresholding", "skill", "n", "accuracy", "ci_lo",
-                  "ci_hi", "baseline_key", "n_paired", "n_gained", "n_lost", "mcnemar_p", "delta"]
+                  "ci_hi", "baseline_key", "n_paired", "n_gained", "n_lost", "mcnemar_p", "delta",
+                  "uncond_key", "vs0_n_paired", "vs0_n_gained", "vs0_n_lost", "vs0_mcnemar_p",
+                  "vs0_delta"]
 SATURATION_FIELDS = ["config_key", "guidance", "thresholding", "n_images", "saturated_fraction",
                      "saturated_sd"]
 AUC_FIELDS = ["scope", "guidance", "thresholding", "n", "n_correct", "n_wrong", "auc", "ci_lo",
@@ -144,17 +148,26 @@ def score_run(run_dir: str | Path, *, oracle: Oracle | None = None, progress: bo
 # oracle summary with paired comparisons against w = 1
 
 
-def _is_unguided(guidance) -> bool:
+def _all_weights(guidance, value: float) -> bool:
+    """Whether every stage's weight in a guidance value ("3" or "3/1") is `value`."""
     try:
-        return all(float(w) == 1.0 for w in str(guidance).split("/"))
+        return all(float(w) == value for w in str(guidance).split("/"))
     except ValueError:
         return False
 
 
-def baselines(configs: dict[str, dict]) -> dict[str, str | None]:
-    """config_key -> the w = 1 config with the same thresholding (and, where one exists, the
-    same aug level, sampler and steps), or None."""
-    unguided = [g for g in configs.values() if _is_unguided(g.get("guidance"))]
+def _is_unguided(guidance) -> bool:
+    return _all_weights(guidance, 1.0)
+
+
+def _is_unconditional(guidance) -> bool:
+    return _all_weights(guidance, 0.0)
+
+
+def baselines(configs: dict[str, dict], is_baseline=_is_unguided) -> dict[str, str | None]:
+    """config_key -> the w = 1 config (or another `is_baseline(guidance)`) with the same
+    thresholding (and, where one exists, the same aug level, sampler and steps), or None."""
+    unguided = [g for g in configs.values() if is_baseline(g.get("guidance"))]
     out = {}
     for key, g in configs.items():
         same = [u for u in unguided if u.get("thresholding") == g.get("thresholding")]
@@ -189,12 +202,14 @@ def _values(rows: list[dict], skill: str) -> dict[tuple[str, int, str], bool]:
 
 def summarize(per_image: list[dict], configs: dict[str, dict]) -> list[dict]:
     """oracle_summary.csv rows: per config (grid order) and skill, accuracy and the paired
-    comparison with the config's w = 1 baseline (images matched on prompt, k and seed)."""
+    comparisons with the config's w = 1 baseline and its w = 0 (unconditional) one (images
+    matched on prompt, k and seed)."""
     by_config: dict[str, list[dict]] = defaultdict(list)
     for r in per_image:
         by_config[r["config_key"]].append(r)
     keys = [k for k in configs if k in by_config] + sorted(set(by_config) - set(configs))
-    base = baselines({k: configs.get(k, {"config_key": k}) for k in keys})
+    known = {k: configs.get(k, {"config_key": k}) for k in keys}
+    base, uncond = baselines(known), baselines(known, _is_unconditional)
     out = []
     for key in keys:
         cfg = configs.get(key, {})
@@ -207,15 +222,24 @@ def summarize(per_image: list[dict], configs: dict[str, dict]) -> list[dict]:
                    "accuracy": k / n if n else math.nan, "ci_lo": lo, "ci_hi": hi,
                    "baseline_key": base.get(key) or ""}
             if base.get(key) and base[key] != key and base[key] in by_config:
-                ref = _values(by_config[base[key]], skill)
-                both = sorted(set(mine) & set(ref))
-                gained = sum(mine[i] and not ref[i] for i in both)
-                lost = sum(ref[i] and not mine[i] for i in both)
-                row.update(n_paired=len(both), n_gained=gained, n_lost=lost,
-                           mcnemar_p=mcnemar(gained, lost),
-                           delta=(gained - lost) / len(both) if both else math.nan)
+                row.update(paired(mine, _values(by_config[base[key]], skill)))
+            if uncond.get(key) and uncond[key] != key and uncond[key] in by_config:
+                row["uncond_key"] = uncond[key]
+                row.update({f"vs0_{k}": v for k, v in
+                            paired(mine, _values(by_config[uncond[key]], skill)).items()})
             out.append(row)
     return out
+
+
+def paired(mine: dict, ref: dict) -> dict:
+    """n_paired, n_gained (right in `mine` only), n_lost (right in `ref` only), the exact McNemar
+    p and delta = (gained - lost) / n_paired over the images both score."""
+    both = sorted(set(mine) & set(ref))
+    gained = sum(mine[i] and not ref[i] for i in both)
+    lost = sum(ref[i] and not mine[i] for i in both)
+    return {"n_paired": len(both), "n_gained": gained, "n_lost": lost,
+            "mcnemar_p": mcnemar(gained, lost),
+            "delta": (gained - lost) / len(both) if both else math.nan}
 
 
 # ---------------------------------------------------------------------------------------------

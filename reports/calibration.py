@@ -38,8 +38,9 @@ FILES = {"oracle": ("oracle_summary.csv", ("config_key", "guidance", "thresholdi
                                            "saturated_fraction")),
          "auc": ("clip_auc.csv", ("scope", "n_correct", "n_wrong", "auc", "ci_lo", "ci_hi")),
          "ladder": ("degradations.csv", ("kind", "strength", "n", "distance", "monotonic"))}
+PAIRED = ("n_paired", "n_gained", "n_lost", "mcnemar_p", "delta")  # a comparison's columns
 NUMBERS = ("n", "accuracy", "ci_lo", "ci_hi", "n_gained", "n_lost", "mcnemar_p", "delta",
-           "n_paired", "n_images", "saturated_fraction", "saturated_sd", "n_correct", "n_wrong",
+           "n_paired", *(f"vs0_{k}" for k in PAIRED), "n_images", "saturated_fraction", "saturated_sd", "n_correct", "n_wrong",
            "auc", "strength", "distance")
 
 
@@ -101,16 +102,17 @@ def _accuracy_cell(skill: str):
     return cell
 
 
-def _versus_cell(skill: str):
+def _versus_cell(skill: str, prefix: str = ""):
+    """'+gained/−lost (±delta pts), p=…' of a skill's comparison columns (`prefix` + PAIRED)."""
     def cell(row: dict) -> str:
         r = row.get(skill)
-        if r is None or r.get("mcnemar_p", "") == "":
+        if r is None or r.get(f"{prefix}mcnemar_p", "") == "":
             return "n/a"
-        p = number(r["mcnemar_p"])
-        delta = number(r.get("delta"))
+        p = number(r[f"{prefix}mcnemar_p"])
+        delta = number(r.get(f"{prefix}delta"))
         shift = f" ({100 * delta:+.1f} pts)" if math.isfinite(delta) else ""
-        return (f"+{int(number(r['n_gained']))}/−{int(number(r['n_lost']))}{shift}, "
-                f"p={p:.2g}{' *' if p < 0.05 else ''}")
+        return (f"+{int(number(r[f'{prefix}n_gained']))}/−{int(number(r[f'{prefix}n_lost']))}"
+                f"{shift}, p={p:.2g}{' *' if p < 0.05 else ''}")
     return cell
 
 
@@ -122,8 +124,7 @@ def _pivot(rows: list[dict]) -> tuple[list[dict], list[str]]:
         entry = by_config.setdefault(r["config_key"], {k: r.get(k, "") for k in (
             "config_key", "guidance", "thresholding", "baseline_key")})
         entry[r["skill"]] = r
-        for k in ("n", "accuracy", "ci_lo", "ci_hi", "n_paired", "n_gained", "n_lost", "mcnemar_p",
-                  "delta"):
+        for k in ("n", "accuracy", "ci_lo", "ci_hi", *PAIRED, *(f"vs0_{k}" for k in PAIRED)):
             entry[f"{r['skill']}_{k}"] = r.get(k, "")
         if r["skill"] == "all_right":
             entry["n_images"] = r["n"]
@@ -132,7 +133,8 @@ def _pivot(rows: list[dict]) -> tuple[list[dict], list[str]]:
 
 
 def oracle_tables(run: RunData, rows: list[dict]) -> list[Table]:
-    """Accuracy per config and skill [95% CI]; then each config against its w = 1 config."""
+    """Accuracy per config and skill [95% CI]; then each config against its w = 1 config, and
+    against its w = 0 (unconditional) config where the sweep has one."""
     entries, skills = _pivot(rows)
     base = [Column("config_key", "config"), Column("guidance", "guidance w"),
             Column("thresholding", "thresholding")]
@@ -154,9 +156,22 @@ def oracle_tables(run: RunData, rows: list[dict]) -> list[Table]:
         "prompt, k and seed), the change in accuracy in points, and the exact McNemar p (two-sided "
         "binomial test of the discordant pairs); * p < 0.05. Configs whose mode has no w = 1 "
         "config are not compared.",
-        extra_csv=["baseline_key"] + [f"{s}_{k}" for s in skills for k in (
-            "n_paired", "n_gained", "n_lost", "mcnemar_p", "delta")])
-    return [accuracy, versus] if paired else [accuracy]
+        extra_csv=["baseline_key"] + [f"{s}_{k}" for s in skills for k in PAIRED])
+    tables = [accuracy, versus] if paired else [accuracy]
+    over = [e for e in entries if any(e.get(f"{s}_vs0_mcnemar_p", "") != "" for s in skills)]
+    if over:
+        tables.append(Table(
+            f"calibration_oracle_vs_w0_{slug(run.name)}",
+            f"{run.name}: each config against w = 0, the unconditional model (same thresholding, "
+            "prompts and seeds)",
+            base + [Column(s, SKILL_LABELS[s], numeric=True, cell=_versus_cell(s, "vs0_"))
+                    for s in skills],
+            over, "What the text adds: +gained/−lost are images right only in this config / only "
+            "at w = 0 (paired on prompt, k and seed), then the change in accuracy in points and "
+            "the exact McNemar p; * p < 0.05. w = 1 is the conditional model unguided; larger w "
+            "adds classifier-free guidance.",
+            extra_csv=[f"{s}_vs0_{k}" for s in skills for k in PAIRED]))
+    return tables
 
 
 def saturation_table(run: RunData, rows: list[dict]) -> Table:

@@ -387,6 +387,61 @@ def test_report_shows_the_calibration_section(run, tmp_path):
     assert section.find(".//table[@id='table-calibration_clip_auc_cw-run']") is not None
     assert section.find(".//table[@id='table-calibration_saturation_cw-run']") is not None
     assert (tmp_path / "report" / "calibration_oracle_cw-run.csv").is_file()
+    assert section.find(".//table[@id='table-calibration_oracle_vs_w0_cw-run']") is None  # no w = 0
+
+
+def test_summary_and_report_compare_each_config_with_w0(run, tmp_path):
+    """Against the unconditional config of the same thresholding: hand counts, exact McNemar,
+    and the report's table of them."""
+    import shutil
+
+    grid = {"w0": ("0", "static"), "w1": ("1", "static"), "w3": ("3", "static"),
+            "w3d": ("3", "dynamic:0.995"), "w0d": ("0/0", "dynamic:0.995")}
+    configs = {k: {"config_key": k, "guidance": g, "thresholding": t} for k, (g, t) in grid.items()}
+    rng = np.random.default_rng(7)
+    truth = {}  # (config, prompt, skill) -> True / False / None (does not apply)
+    rows = []
+    for key in grid:
+        for i in range(40):
+            row = {"config_key": key, "prompt_id": f"p{i}", "k": "0", "seed": str(i)}
+            for skill in checks.SKILLS:
+                applies = skill != "relation" or i % 2 == 0
+                ok = bool(rng.random() < {"w0": 0.2, "w0d": 0.3}.get(key, 0.7)) if applies else None
+                truth[(key, i, skill)] = ok
+                row[skill] = "" if ok is None else str(int(ok))
+            rows.append(row)
+    summary = {(r["config_key"], r["skill"]): r for r in checks.summarize(rows, configs)}
+    pairs = {"w1": "w0", "w3": "w0", "w3d": "w0d"}
+    for key, ref in pairs.items():
+        for skill in checks.SKILLS:
+            both = [i for i in range(40) if truth[(key, i, skill)] is not None]
+            gained = sum(truth[(key, i, skill)] and not truth[(ref, i, skill)] for i in both)
+            lost = sum(truth[(ref, i, skill)] and not truth[(key, i, skill)] for i in both)
+            r = summary[(key, skill)]
+            assert r["uncond_key"] == ref and r["vs0_n_paired"] == len(both)
+            assert (r["vs0_n_gained"], r["vs0_n_lost"]) == (gained, lost), (key, skill)
+            assert r["vs0_mcnemar_p"] == pytest.approx(exact_mcnemar(gained, lost), rel=1e-9)
+            assert r["vs0_delta"] == pytest.approx((gained - lost) / len(both))
+    assert "uncond_key" not in summary[("w0", "color")]              # the reference itself
+    assert summary[("w3", "color")]["baseline_key"] == "w1"         # the w = 1 comparison stays
+    assert "n_paired" not in summary[("w3d", "color")]              # no w = 1 in its mode
+    # the report: one row per config that has a w = 0 partner, cells from those columns
+    root, _ = run
+    copy = tmp_path / "vs0_run"
+    shutil.copytree(root, copy)
+    checks._write(copy / "metrics" / "oracle_summary.csv", list(summary.values()),
+                  checks.SUMMARY_FIELDS)
+    doc = build([copy], tmp_path / "r" / "index.html")
+    table = doc.find(".//table[@id='table-calibration_oracle_vs_w0_vs0-run']")
+    cells = {text_of(tr.find("td")): [text_of(td) for td in tr.findall("td")]
+             for tr in table.find("tbody").findall("tr")}
+    assert set(cells) == set(pairs)
+    for key in pairs:
+        for col, skill in zip(cells[key][3:], checks.SKILLS):
+            r = summary[(key, skill)]
+            assert col.startswith(f"+{r['vs0_n_gained']}/−{r['vs0_n_lost']} "
+                                  f"({100 * r['vs0_delta']:+.1f} pts)"), (key, skill, col)
+            assert f"p={r['vs0_mcnemar_p']:.2g}" in col
 
 
 def test_report_ladder_and_statement_rules(run, tmp_path):
