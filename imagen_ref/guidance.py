@@ -25,7 +25,9 @@ CPU_ROWS = 4
 
 
 def _padded(x, rows: int):
-    return None if x is None else torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])])
+    if x is None or x.shape[0] == rows:
+        return x
+    return torch.cat([x, x[-1:].expand(rows - x.shape[0], *x.shape[1:])])
 
 
 def call_model(model, z, t, text, text_mask, lowres=None, aug_t=None) -> torch.Tensor:

@@ -296,10 +296,11 @@ class FrozenTextEncoder:
         ids = batch["input_ids"].to(self.device)  # (B, L)
         attn = batch["attention_mask"].to(self.device)  # (B, L), 1 = real token
         if self.device.type == "cpu":
-            chunks = [self._hidden(i, a) for i, a in zip(ids.split(CPU_TEXTS), attn.split(CPU_TEXTS))]
-            hidden, mask = torch.cat([h for h, _ in chunks])[:rows], attn[:rows].bool()
-            return hidden.clone(), mask.clone()
-        hidden, mask = self._hidden(ids, attn)
+            hidden = torch.cat([self._hidden(i, a)[0] for i, a in
+                                zip(ids.split(CPU_TEXTS), attn.split(CPU_TEXTS))])[:rows]
+            mask = attn[:rows].bool()
+        else:
+            hidden, mask = self._hidden(ids, attn)
         return hidden.clone(), mask.clone()
 
     def _hidden(self, ids: torch.Tensor, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
