@@ -39,9 +39,9 @@ FILES = {"oracle": ("oracle_summary.csv", ("config_key", "guidance", "thresholdi
          "auc": ("clip_auc.csv", ("scope", "n_correct", "n_wrong", "auc", "ci_lo", "ci_hi")),
          "ladder": ("degradations.csv", ("kind", "strength", "n", "distance", "monotonic"))}
 PAIRED = ("n_paired", "n_gained", "n_lost", "mcnemar_p", "delta")  # a comparison's columns
-NUMBERS = ("n", "accuracy", "ci_lo", "ci_hi", "n_gained", "n_lost", "mcnemar_p", "delta",
-           "n_paired", *(f"vs0_{k}" for k in PAIRED), "n_images", "saturated_fraction", "saturated_sd", "n_correct", "n_wrong",
-           "auc", "strength", "distance")
+NUMBERS = ("n", "accuracy", "ci_lo", "ci_hi", *PAIRED, *(f"vs0_{k}" for k in PAIRED), "n_images",
+           "saturated_fraction", "saturated_sd", "n_correct", "n_wrong", "auc", "strength",
+           "distance")
 
 
 def _in_world(path: str | None, run: RunData) -> bool:
