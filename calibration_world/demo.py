@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--guidance", default="0,1,3,5,8", metavar="W,...", help="guidance weights")
     sweep.add_argument("--thresholding", default="none,static,dynamic:0.995", metavar="MODE,...",
                        help="thresholding modes")
-    sweep.add_argument("--num-samples", type=int, default=48, metavar="N",
+    sweep.add_argument("--num-samples", type=int, default=96, metavar="N",
                        help="captions per config (the same captions and noise in every config)")
     sweep.add_argument("--steps", type=int, default=12,
                        help="DDIM steps per stage (on the bundled base, 12 scored as 24 did)")
