@@ -18,7 +18,8 @@ positions and a full-resolution text cross-attention stayed at chance for as lon
 1,000). Passing the probe is not enough: trained by the 40-minute base recipe, that config still
 drew relations at chance order, where the order is a weak signal seen only at high noise. What
 worked is the recipe's warm-up (recipes/cascade.json): relation scenes only, all at high noise,
-at 16x16 (escape after 1,800-3,400 steps there, varying between runs), then the base stage at 32x32 from those weights.
+at 16x16 (escape after 1,800-3,400 steps there, varying between runs), then the base stage at
+32x32 from those weights.
 
     python -m calibration_world.relation_probe --config calworld-base-32-xattn --out runs/probe/xattn.json
     python -m calibration_world.relation_probe --config calworld-base-32-xattn --set query_pos=false \
