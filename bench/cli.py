@@ -82,3 +82,36 @@ def add_clip_args(group, *, model: str | None = "ViT-L-14", model_help: str = ""
     group.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
                        help="open_clip pretrained tag or a local weights file (calibration-world: "
                        "a tower file, else the bundled one)")
+
+
+def add_statistics_args(group, *, bootstrap: int = 200, fid: bool = True) -> None:
+    """The uncertainty flags (bench.statistics): bootstrap size and seed, reference config, FID∞."""
+    group.add_argument("--bootstrap", "--bootstrap-samples", dest="bootstrap", type=int,
+                       default=bootstrap, metavar="B",
+                       help="bootstrap replicates over prompts for every 95%% interval and paired "
+                       "comparison (0 turns the intervals off)")
+    group.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap draws")
+    group.add_argument("--reference-config", default=None, metavar="KEY",
+                       help="config every other is compared with in metrics/comparisons.csv "
+                       "(default: w = 1 of the same thresholding mode when present)")
+    if fid:
+        group.add_argument("--fid-inf-points", type=int, default=15, metavar="K",
+                           help="subset sizes between N/5 and N of FID-infinity (Chong & Forsyth "
+                           "2020; 0 turns it off)")
+        group.add_argument("--fid-inf-bootstrap", type=int, default=50, metavar="B",
+                           help="bootstrap replicates of FID-infinity's interval (at most "
+                           "--bootstrap; each costs one FID per subset size)")
+
+
+def statistics_options(args: argparse.Namespace, device: str = "cpu"):
+    """bench.statistics.StatsOptions from the flags of `add_statistics_args`; ValueError if bad."""
+    from .statistics import StatsOptions
+
+    for flag in ("bootstrap", "fid_inf_points", "fid_inf_bootstrap"):
+        if getattr(args, flag, 0) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be 0 or more")
+    return StatsOptions(bootstrap=args.bootstrap, seed=args.bootstrap_seed,
+                        fid_inf_points=getattr(args, "fid_inf_points", 0),
+                        fid_inf_bootstrap=getattr(args, "fid_inf_bootstrap", 0),
+                        reference_config=args.reference_config,
+                        kid=bool(getattr(args, "kid", False)), device=str(device))

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import (HelpFormatter, add_clip_args, add_execution_args, add_sampling_args,
-                  fill_defaults, two_defaults)
+                  add_statistics_args, fill_defaults, statistics_options, two_defaults)
 from .sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
 
 # The paper's protocol: what a flag left out means on real data (Inception: the torch.hub cache).
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--stats-cache", default=None, metavar="DIR",
                      help="cache folder of reference statistics (default: $IMAGEN_BENCH_CACHE/"
                      "fid_stats or ~/.cache/imagen_bench/fid_stats)")
+    add_statistics_args(p.add_argument_group("uncertainty (bench.statistics)"))
     return p
 
 
@@ -156,10 +157,24 @@ def _grid(args) -> list:
     if args.batch_size < 1 or args.num_samples < 1:
         raise UserError("--batch-size and --num-samples must be at least 1")
     try:
-        return build_grid(args.guidance, args.thresholding, args.aug_level, args.sampler,
+        statistics_options(args)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    try:
+        grid = build_grid(args.guidance, args.thresholding, args.aug_level, args.sampler,
                           args.steps)
     except ValueError as e:
         raise UserError(str(e)) from None
+    check_reference_config(args, grid)
+    return grid
+
+
+def check_reference_config(args, grid) -> None:
+    """--reference-config must name a config of the grid (checked before any work)."""
+    keys = [c.config_key for c in grid]
+    if args.reference_config is not None and args.reference_config not in keys:
+        raise UserError(f"--reference-config {args.reference_config}: not a config of this grid "
+                        f"({', '.join(keys)})")
 
 
 def _device(args):
@@ -372,7 +387,6 @@ def prepare(args, argv: list[str], configs: list, device, dist, extra: dict | No
 
 def execute(job: Job, args, dist) -> dict | None:
     """Stages 3-4: generation, metrics, summary and plot; the result on rank 0, else None."""
-    from .metrics.fid import FIDMetric
     from .plots import pareto_plot
     from .scoring import Scorers, flatten_protocol, score_run
 
@@ -380,15 +394,17 @@ def execute(job: Job, args, dist) -> dict | None:
     stats = generate_images(run, job.adapter, job.configs, job.items, args, dist)
     protocol = {**flatten_protocol("fid", job.extractor.protocol),
                 "fid_reference_n": job.reference.n, **flatten_protocol("clip", job.scorer.protocol)}
-    scorers = Scorers(lambda: FIDMetric(job.extractor, job.reference, kid=args.kid), job.scorer,
-                      args.kid, protocol)
+    options = statistics_options(args, job.extractor.device)
+    scorers = Scorers(job.extractor, job.scorer, job.reference, options, protocol)
     rows = score_run(run, job.configs, scorers, batch_size=args.batch_size, dist=dist,
                      progress=progress)
     if dist.rank != 0:
         return None
     pareto = pareto_plot(rows, run.pareto,
                          title=f"{job.adapter.model_id}, {len(job.prompts)} prompts per config")
-    run.mark_stage("metrics", {"complete": True, "summary": run.relative(run.summary)})
+    run.mark_stage("metrics", {"complete": True, "summary": run.relative(run.summary),
+                               "comparisons": "metrics/comparisons.csv",
+                               "statistics": options.record()})
     return {"rows": rows, "n_images": stats.total, "pareto": pareto}
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from .cli import (HelpFormatter, add_clip_args, add_execution_args, add_sampling_args,
-                  fill_defaults, two_defaults)
-from .coco_fid import (UserError, _device, _now, _prompts_sha256, default_model, generate_images,
-                       load_model, model_spec, open_run)
+                  add_statistics_args, fill_defaults, statistics_options, two_defaults)
+from .coco_fid import (UserError, _device, _now, _prompts_sha256, check_reference_config,
+                       default_model, generate_images, load_model, model_spec, open_run)
 
 # Flags left out on a named suite or a prompt file that is not a calibration world's.
 PAPER = {"samples_per_prompt": 8, "guidance": "1.35/8",
@@ -100,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     met = p.add_argument_group("metrics")
     add_clip_args(met, model=None, model_help=two_defaults(PAPER["clip_model"],
                                                            cw_default("clip_model")))
-    met.add_argument("--bootstrap-samples", type=int, default=1000, metavar="B",
-                     help="bootstrap resamples of the prompts for the 95%% CIs")
-    met.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap")
+    add_statistics_args(met, bootstrap=1000, fid=False)
     return p
 
 
@@ -151,9 +149,8 @@ def _check(args) -> list:
     from .sampling import build_grid
     from .weights import WeightsNotFoundError, check_weights
 
-    if args.batch_size < 1 or args.samples_per_prompt < 1 or args.bootstrap_samples < 1:
-        raise UserError("--batch-size, --samples-per-prompt and --bootstrap-samples must be at "
-                        "least 1")
+    if args.batch_size < 1 or args.samples_per_prompt < 1 or args.bootstrap < 1:
+        raise UserError("--batch-size, --samples-per-prompt and --bootstrap must be at least 1")
     if args.limit_per_category is not None and args.limit_per_category < 1:
         raise UserError("--limit-per-category must be at least 1")
     try:
@@ -161,6 +158,7 @@ def _check(args) -> list:
                              args.steps)
     except ValueError as e:
         raise UserError(str(e)) from None
+    check_reference_config(args, configs)
     try:  # first: a missing file stops the command before any work
         check_weights(fid=False, clip_model=args.clip_model, clip_pretrained=args.clip_pretrained)
     except (WeightsNotFoundError, ValueError) as e:
@@ -198,7 +196,7 @@ def _spec(args, adapter, configs, prompts, source, scorer) -> dict:
         "base_seed": args.seed,
         "images_per_prompt": args.samples_per_prompt,
         "metrics": {"clip": scorer.protocol,
-                    "bootstrap": {"samples": args.bootstrap_samples, "seed": args.bootstrap_seed,
+                    "bootstrap": {"samples": args.bootstrap, "seed": args.bootstrap_seed,
                                   "unit": "prompt", "interval": "percentile 95%"}},
     }
 
@@ -207,15 +205,17 @@ def _spec(args, adapter, configs, prompts, source, scorer) -> dict:
 # stage 3: per-category tables
 
 
-def bootstrap_ci(values: np.ndarray, samples: int, rng: np.random.Generator) -> tuple[float, float]:
-    """95% percentile interval of the mean of `values`, resampled with replacement."""
+def bootstrap_ci(values: np.ndarray, samples: int, rng: np.random.Generator, *,
+                 low: float = 0.0, high: float = 100.0) -> tuple[float, float]:
+    """95% interval of the mean of `values` resampled with replacement (the re-centred
+    percentile interval of bench.metrics.resample, within [low, high])."""
+    from .metrics.resample import interval
+
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return float(values.mean()), float(values.mean())
     idx = rng.integers(0, len(values), size=(samples, len(values)))
-    means = values[idx].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    return interval(float(values.mean()), values[idx].mean(axis=1), low=low, high=high)
 
 
 def category_rows(per_image: list[dict], prompts: list[dict], configs, *, samples: int,
@@ -296,12 +296,13 @@ def run_drawbench(args, argv: list[str]) -> dict | None:
                   **provenance(device, dist.world_size), "started": _now(), **extra}
         open_run(run, spec, record, prompts, dist)
         stats = generate_images(run, adapter, configs, items, args, dist)
-        scorers = Scorers(None, scorer, False, flatten_protocol("clip", scorer.protocol))
+        scorers = Scorers(None, scorer, options=statistics_options(args),
+                          protocol=flatten_protocol("clip", scorer.protocol))
         rows = score_run(run, configs, scorers, batch_size=args.batch_size, dist=dist,
                          progress=not args.no_progress)
     if rows is None:
         return None
-    categories = write_categories(run, configs, samples=args.bootstrap_samples,
+    categories = write_categories(run, configs, samples=args.bootstrap,
                                   seed=args.bootstrap_seed)
     run.mark_stage("metrics", {"complete": True, "summary": run.relative(run.summary),
                                "categories": run.relative(categories)})

@@ -1,45 +1,56 @@
-"""The metric stage of a run: FID and CLIP score of every config, from the image files.
+"""The metric stage of a run: per-image features and CLIP cosines, then the statistics.
 
 Metrics are computed after generation and only from the files listed in samples.jsonl, so a
 resumed run, an uninterrupted one and `--model images:DIR` over the same images give the same
-numbers. Each config's results go to metrics/configs/<config_key>.{csv,json} (the .json last:
-it marks the config done), so a crash in this stage resumes at the next config. Once every
-config is done, rank 0 writes metrics/per_image.csv and metrics/summary.csv atomically; the
-stage is complete only when summary.csv exists.
+numbers. For each config the FID network's features are stored in
+metrics/features/<config_key>/<network>.npy (bench.feature_store) and the per-image cosines in
+metrics/configs/<config_key>.csv; metrics/configs/<config_key>.json, written last, marks the
+config done, so a crash in this stage resumes at the next config. Once every config is done,
+rank 0 writes metrics/per_image.csv, and bench.statistics computes every number with its
+interval from the stored files alone (summary.csv, comparisons.csv): the same code
+`python -m bench.rescore` runs.
 
-Under torchrun each config's images are split over the ranks; FID states are sums reduced
-across ranks by torchmetrics, and the per-image CLIP cosines are gathered to rank 0.
+Under torchrun each config's images are split over the ranks; each rank stores the features of
+its share and rank 0 merges them in row order; the per-image CLIP cosines are gathered to rank 0.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .adapters import load_rgb
+from .feature_store import (RowWriter, clear_partial, features_dir, keys_sha256, merge_parts,
+                            part_path)
 from .runner import Dist, shard
 from .runs import RunDir, atomic_write_json, atomic_write_text, csv_text, read_csv
 from .sampling import SamplingConfig
+from .statistics import REFERENCE_FILE, SUMMARY_FIELDS, StatsOptions, summarize
 
 PER_IMAGE_FIELDS = ["config_key", "prompt_id", "k", "clip_cosine"]
-SUMMARY_FIELDS = ["config_key", "guidance", "thresholding", "aug_level", "sampler", "steps",
-                  "n_images", "fid", "kid", "kid_std", "clip_score", "clip_score_std",
-                  "clip_truncated", "seconds"]
 
 
 @dataclass
 class Scorers:
-    """What the metric stage needs: a FID metric factory and a CLIP scorer."""
+    """What the metric stage needs: the FID network and its reference, and a CLIP scorer."""
 
-    new_fid: Callable[[], object] | None  # () -> bench.metrics.fid.FIDMetric; None: no FID
+    extractor: object | None           # FID feature network (bench.metrics.fid.FeatureExtractor)
     clip: object                       # ClipScorer (bench.metrics.clip_score)
-    kid: bool = False                  # also report KID
+    reference: object | None = None    # coco.reference.ReferenceStats of the extractor's protocol
+    options: StatsOptions = field(default_factory=StatsOptions)
     protocol: dict | None = None       # flat protocol fields added to every summary row
+
+    @property
+    def feature_name(self) -> str | None:
+        """The stored features' file name: the network's `feature_name` (default inception)."""
+        if self.extractor is None:
+            return None
+        return getattr(self.extractor, "feature_name", "inception")
 
 
 def _image_batches(paths: Sequence, batch_size: int):
@@ -63,54 +74,74 @@ def clip_score_of(cosines: np.ndarray) -> tuple[float, float]:
 
 def score_config(run: RunDir, config: SamplingConfig, records: list[dict], texts: dict[str, str],
                  scorers: Scorers, *, batch_size: int, dist: Dist, bar=None) -> dict | None:
-    """FID, KID and CLIP cosines of one config's images; rank 0 writes its partial files.
+    """Features and CLIP cosines of one config's images; rank 0 writes its files.
 
-    Returns: the summary row on rank 0, None on the other ranks.
+    Returns: the config's record (n_images, clip_truncated, seconds) on rank 0, else None.
     """
+    key, name, extractor = config.config_key, scorers.feature_name, scorers.extractor
     mine = shard(records, dist)
-    fid = scorers.new_fid() if scorers.new_fid is not None else None
+    folder = features_dir(run.metrics, key)
+    if dist.rank == 0:
+        clear_partial(folder)  # what a killed attempt at this config left
+    dist.barrier()
+    writer = RowWriter(part_path(folder, name, dist.rank), len(mine), extractor.dims) \
+        if extractor is not None else None
     cosines = np.zeros(len(mine))
     truncated = 0
     for idx, images in _image_batches([run.root / r["path"] for r in mine], batch_size):
-        if fid is not None:
-            fid.update(images)
+        if writer is not None:
+            writer.write(idx.start, extractor(images).float().cpu().numpy())
         cos, n_trunc = scorers.clip.cosines(images, [texts[mine[i]["prompt_id"]] for i in idx])
         cosines[idx.start:idx.stop] = np.asarray(cos, dtype=np.float64)
         truncated += int(n_trunc)
         if bar is not None:
             bar.update(len(idx) * dist.world_size)
-    # torchmetrics reduces the sums across ranks
-    fid_value = float(fid.compute()) if fid is not None else ""
-    kid = fid.compute_kid() if scorers.kid and fid is not None else None
+    if writer is not None:
+        writer.close()
     keys = [(r["prompt_id"], int(r["k"])) for r in mine]
     parts = dist.gather((keys, cosines.tolist(), truncated))
+    dist.barrier()  # every rank's part is in place
     if dist.rank != 0:
         return None
+    all_keys = [(r["prompt_id"], int(r["k"])) for r in records]
+    if extractor is not None:
+        merge_parts(folder, name, dist.world_size, len(records), extractor.dims,
+                    {"rows": len(records), "dims": extractor.dims, "network": name,
+                     "keys_sha256": keys_sha256(all_keys), "protocol": extractor.protocol})
     per_image = {}
     for keys, values, _ in parts:
         per_image.update(zip(keys, values))
-    rows = [{"config_key": config.config_key, "prompt_id": r["prompt_id"], "k": int(r["k"]),
-             "clip_cosine": repr(float(per_image[(r["prompt_id"], int(r["k"]))]))} for r in records]
-    score, std = clip_score_of([float(row["clip_cosine"]) for row in rows])
-    summary = {**config.to_dict(), "n_images": len(records), "fid": fid_value,
-               "kid": kid[0] if kid else "", "kid_std": kid[1] if kid else "",
-               "clip_score": score, "clip_score_std": std,
-               "clip_truncated": sum(p[2] for p in parts),
-               "seconds": round(sum(float(r["seconds"]) for r in records), 3)}
-    atomic_write_text(run.config_metrics / f"{config.config_key}.csv",
-                      csv_text(rows, PER_IMAGE_FIELDS))
-    atomic_write_json(run.config_metrics / f"{config.config_key}.json", summary)
-    return summary
+    rows = [{"config_key": key, "prompt_id": p, "k": k, "clip_cosine": repr(float(per_image[(p, k)]))}
+            for p, k in all_keys]
+    record = {**config.to_dict(), "n_images": len(records),
+              "clip_truncated": sum(p[2] for p in parts),
+              "seconds": round(sum(float(r["seconds"]) for r in records), 3)}
+    atomic_write_text(run.config_metrics / f"{key}.csv", csv_text(rows, PER_IMAGE_FIELDS))
+    atomic_write_json(run.config_metrics / f"{key}.json", record)
+    return record
+
+
+def _store_reference(run: RunDir, reference) -> None:
+    """metrics/reference.npz: the FID reference statistics (with root) the run is scored against."""
+    path = run.metrics / REFERENCE_FILE
+    if path.is_file():
+        from coco.reference import ReferenceStats
+
+        old = ReferenceStats.load(path)
+        if old.protocol == reference.protocol and np.array_equal(old.mu, reference.mu) and \
+                (old.features is not None or reference.features is None):
+            return
+    reference.with_root().save(path)
 
 
 def score_run(run: RunDir, configs: Sequence[SamplingConfig], scorers: Scorers, *, batch_size: int,
               dist: Dist = Dist(), progress: bool = True) -> list[dict] | None:
-    """Score every config not already scored, then write per_image.csv and summary.csv.
+    """Extract every config not already done, then write per_image.csv and the statistics.
 
     Args:
         run: a run directory whose generation stage is complete (samples.jsonl).
         configs: the grid, in summary order.
-        scorers: the FID factory and CLIP scorer.
+        scorers: the FID network (with its reference statistics) and CLIP scorer.
         batch_size: images per feature-extractor call.
         dist: this process's rank; every rank must call this.
     Returns: the summary rows on rank 0, None elsewhere.
@@ -127,6 +158,8 @@ def score_run(run: RunDir, configs: Sequence[SamplingConfig], scorers: Scorers, 
     # every rank decides from the same files, before rank 0 writes anything new
     todo = [c for c in configs if not (run.config_metrics / f"{c.config_key}.json").is_file()]
     dist.barrier()
+    if dist.rank == 0 and scorers.extractor is not None:
+        _store_reference(run, scorers.reference)
     total = sum(len(by_config[c.config_key]) for c in todo)
     bar = tqdm(total=total, desc="metrics", unit="img", dynamic_ncols=True,
                disable=not progress or dist.rank != 0)
@@ -137,34 +170,21 @@ def score_run(run: RunDir, configs: Sequence[SamplingConfig], scorers: Scorers, 
     dist.barrier()
     if dist.rank != 0:
         return None
-    return write_tables(run, configs, scorers.protocol or {}, kid=scorers.kid,
-                        fid=scorers.new_fid is not None)
+    return write_tables(run, configs, scorers.protocol or {}, scorers.options,
+                        feature_name=scorers.feature_name, progress=progress)
 
 
-def write_tables(run: RunDir, configs: Sequence[SamplingConfig], protocol: dict, *,
-                 kid: bool, fid: bool = True) -> list[dict]:
-    """Assemble metrics/per_image.csv and metrics/summary.csv (last) from the per-config files
-    (without the fid column when `fid` is False)."""
-    rows, per_image = [], []
+def write_tables(run: RunDir, configs: Sequence[SamplingConfig], protocol: dict,
+                 options: StatsOptions, *, feature_name: str | None,
+                 progress: bool = True) -> list[dict]:
+    """metrics/per_image.csv from the per-config files, then the statistics (summary.csv last
+    among the tables that mark the stage; bench.statistics)."""
+    per_image = []
     for c in configs:
-        summary = json.loads((run.config_metrics / f"{c.config_key}.json").read_text())
-        rows.append({**protocol, **summary})
         per_image += read_csv(run.config_metrics / f"{c.config_key}.csv")
-    fields = [f for f in SUMMARY_FIELDS if (kid or f not in ("kid", "kid_std"))
-              and (fid or f != "fid")] + list(protocol)
-    numbers = ("fid", "clip_score", "clip_score_std") if fid else ("clip_score", "clip_score_std")
-    for row in rows:
-        for f in numbers:
-            row[f] = _fmt(row[f])
     atomic_write_text(run.per_image, csv_text(per_image, PER_IMAGE_FIELDS))
-    atomic_write_text(run.summary, csv_text(rows, fields))
-    return rows
-
-
-def _fmt(x) -> str:
-    """Full-precision text of a float ('nan' for NaN)."""
-    x = float(x)
-    return "nan" if math.isnan(x) else repr(x)
+    return summarize(run, configs, protocol, options, feature_name=feature_name,
+                     progress=progress)
 
 
 def flatten_protocol(prefix: str, protocol: dict) -> dict:

@@ -271,6 +271,8 @@ class WorldFeatureExtractor(FeatureExtractor):
     which network made the features, so caches and reports never mix the two.
     """
 
+    feature_name = "calibration-world"  # runs store its features as <config>/calibration-world.npy
+
     def __init__(self, path: str | Path | None = None, *, device: str | torch.device = "cpu"):
         from bench.weights import file_sha256
 

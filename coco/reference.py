@@ -3,7 +3,8 @@
 Imagen compares its 30K samples "with reference images from the full validation set" (arXiv
 2205.11487 §3): by default every image of val2014 (40,504), each center-cropped and resized to
 the evaluation resolution under the extractor's named resize protocol. The cache is one `.npz`
-(`mu`, `sigma` float64, `n`, the protocol as a JSON string, optionally the features for KID),
+(`mu`, `sigma` float64, `n`, the protocol as a JSON string, `root` = sigma^½ for fast Fréchet
+distances, optionally the features for KID),
 named by a hash of the protocol and reused only when the stored protocol equals the current one.
 """
 from __future__ import annotations
@@ -39,6 +40,15 @@ class ReferenceStats:
     n: int                                # number of images
     protocol: dict = field(default_factory=dict)  # dataset, split, n, resize, extractor, versions
     features: np.ndarray | None = None    # (n, d) float32, only when kept for KID
+    root: np.ndarray | None = None        # (d, d) float64 sigma^½, for fast Fréchet distances
+
+    def with_root(self) -> "ReferenceStats":
+        """Compute `root` (the symmetric square root of sigma) if missing; returns self."""
+        if self.root is None:
+            from bench.metrics.frechet import sqrt_psd
+
+            self.root = sqrt_psd(self.sigma)
+        return self
 
     @classmethod
     def from_features(cls, features, protocol: dict | None = None) -> "ReferenceStats":
@@ -54,6 +64,8 @@ class ReferenceStats:
                   "protocol": np.array(json.dumps(self.protocol, sort_keys=True))}
         if self.features is not None:
             arrays["features"] = np.asarray(self.features, dtype=np.float32)
+        if self.root is not None:
+            arrays["root"] = np.asarray(self.root, dtype=np.float64)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -69,7 +81,8 @@ class ReferenceStats:
         """Read a `.npz` written by `save`."""
         with np.load(path, allow_pickle=False) as z:
             return cls(z["mu"], z["sigma"], int(z["n"]), json.loads(str(z["protocol"])),
-                       z["features"] if "features" in z.files else None)
+                       z["features"] if "features" in z.files else None,
+                       z["root"] if "root" in z.files else None)
 
 
 def default_cache_dir() -> Path:
@@ -197,10 +210,12 @@ def reference_stats(coco_root: str | Path, extractor, *, split: str = "val2014",
             tqdm.write(f"ignoring unreadable reference cache {path}: {e}")
         has_features = cached is not None and cached.features is not None
         if cached is not None and cached.protocol == protocol and (has_features or not keep_features):
+            if cached.root is None:  # a cache from before roots were kept: add it once
+                cached.with_root().save(path)
             return cached
     if num_workers is None:
         num_workers = min(8, max((os.cpu_count() or 1) - 1, 0)) if len(files) >= 1000 else 0
     stats = folder_stats(files, extractor, protocol, batch_size=batch_size, num_workers=num_workers,
                          progress=progress, keep_features=keep_features)
-    stats.save(path)
+    stats.with_root().save(path)
     return stats

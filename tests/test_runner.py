@@ -246,19 +246,25 @@ def test_unknown_models_are_user_errors(tmp_path):
 # the metric stage with fake metrics
 
 
-class FakeFID:
-    """Mean pixel value as a stand-in for FID (a sum state, like torchmetrics')."""
+class FakeExtractor:
+    """Per-channel mean pixel values as a 3-d stand-in for a FID network."""
 
-    def __init__(self):
-        self.total, self.n = 0.0, 0
+    dims, feature_name, protocol = 3, "fake", {"resize": "fake"}
 
-    def update(self, images):
+    def __init__(self, calls=None):
+        self.calls = calls if calls is not None else []
+
+    def __call__(self, images):
         assert images.dtype.is_floating_point is False and images.shape[1] == 3
-        self.total += float(images.double().mean(dim=(1, 2, 3)).sum())
-        self.n += images.shape[0]
+        self.calls.append(len(images))
+        return images.double().mean(dim=(2, 3)) / 255.0
 
-    def compute(self):
-        return self.total / self.n
+
+def fake_reference():
+    from coco.reference import ReferenceStats
+
+    rng = np.random.default_rng(0)
+    return ReferenceStats.from_features(rng.uniform(0, 1, (50, 3)), {"resize": "fake"})
 
 
 class FakeClip:
@@ -268,12 +274,21 @@ class FakeClip:
 
 
 def test_metric_stage_writes_tables_and_resumes_per_config(tmp_path, grid):
+    from bench.feature_store import load_features
+    from bench.metrics.frechet import frechet_distance
+    from bench.statistics import StatsOptions
+
     run, _ = _generate(tmp_path / "run", grid, FakeModel())
-    scorers = Scorers(FakeFID, FakeClip(), protocol={"fid_resize": "fake"})
+    options = StatsOptions(bootstrap=20)
+    scorers = Scorers(FakeExtractor(), FakeClip(), fake_reference(), options,
+                      protocol={"fid_resize": "fake"})
     rows = score_run(run, grid, scorers, batch_size=4, progress=False)
     summary = (run.summary).read_text().splitlines()
-    assert summary[0] == ("config_key,guidance,thresholding,aug_level,sampler,steps,n_images,fid,"
-                          "clip_score,clip_score_std,clip_truncated,seconds,fid_resize")
+    assert summary[0] == ("config_key,guidance,thresholding,aug_level,sampler,steps,n_images,"
+                          "n_prompts,fid,fid_ci_low,fid_ci_high,fid_inf,fid_inf_slope,"
+                          "fid_inf_ci_low,fid_inf_ci_high,clip_score,clip_score_ci_low,"
+                          "clip_score_ci_high,clip_score_std,clip_truncated,bootstrap_samples,"
+                          "bootstrap_seed,seconds,fid_resize")
     assert len(summary) == 1 + len(grid)
     assert [r["config_key"] for r in rows] == [c.config_key for c in grid]
     per_image = run.per_image.read_text().splitlines()
@@ -281,19 +296,20 @@ def test_metric_stage_writes_tables_and_resumes_per_config(tmp_path, grid):
     cos = [float(line.split(",")[3]) for line in per_image[1:11]]
     assert float(rows[0]["clip_score"]) == pytest.approx(clip_score_of(cos)[0])
     assert rows[0]["clip_truncated"] == 3  # one per batch of the fake scorer
+    # the stored features are the network's, in per_image.csv order; FID is computed from them
+    keys = [(line.split(",")[1], int(line.split(",")[2])) for line in per_image[1:11]]
+    feats = np.asarray(load_features(run.metrics, grid[0].config_key, "fake", keys), np.float64)
+    ref = fake_reference()
+    expected = frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), ref.mu, ref.sigma)
+    assert float(rows[0]["fid"]) == pytest.approx(expected, rel=1e-9)
+    assert float(rows[0]["fid_ci_low"]) <= float(rows[0]["fid"]) <= float(rows[0]["fid_ci_high"])
     # a rerun after the summary was lost rebuilds it from the per-config files alone
     before = run.summary.read_text()
     run.summary.unlink()
     (run.config_metrics / f"{grid[0].config_key}.json").unlink()
     calls = []
-
-    class Counting(FakeFID):
-        def update(self, images):
-            calls.append(len(images))
-            super().update(images)
-
-    score_run(run, grid, Scorers(Counting, FakeClip(), protocol={"fid_resize": "fake"}),
-              batch_size=4, progress=False)
+    score_run(run, grid, Scorers(FakeExtractor(calls), FakeClip(), fake_reference(), options,
+                                 protocol={"fid_resize": "fake"}), batch_size=4, progress=False)
     assert sum(calls) == 10 and run.summary.read_text() == before
 
 
