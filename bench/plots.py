@@ -2,6 +2,8 @@
 
 The Imagen paper's trade-off plots (§4.4, App. D.2, Fig. A.8): CLIP score on x, FID on y,
 each point a guidance weight, one curve per thresholding mode. Lower right is better.
+Where summary.csv has 95% intervals (clip_score_ci_low/high, fid_ci_low/high), every point
+gets its error bars; the intervals are asymmetric, so each bar runs from the low to the high end.
 """
 from __future__ import annotations
 
@@ -26,11 +28,32 @@ def _finite(x) -> bool:
         return False
 
 
+def _float(x) -> float:
+    return float(x) if _finite(x) else math.nan
+
+
+def interval_errors(rows: list[dict], est: str, low: str, high: str) -> list[list[float]] | None:
+    """Asymmetric error-bar lengths [est - low, high - est] per row, for matplotlib's xerr/yerr.
+
+    A row without a finite interval gets NaN (matplotlib draws no bar there); None when no row
+    has one, so the caller can draw the plain curve. Lengths are clipped at 0 against rounding
+    (an interval contains its estimate by construction; matplotlib rejects negative lengths).
+    """
+    lower, upper = [], []
+    for r in rows:
+        e, lo, hi = _float(r.get(est)), _float(r.get(low)), _float(r.get(high))
+        ok = math.isfinite(e) and math.isfinite(lo) and math.isfinite(hi)
+        lower.append(max(e - lo, 0.0) if ok else math.nan)
+        upper.append(max(hi - e, 0.0) if ok else math.nan)
+    return [lower, upper] if any(math.isfinite(v) for v in lower) else None
+
+
 def pareto_plot(rows: list[dict], path: str | Path, *, title: str = "") -> Path | None:
     """Draw FID vs CLIP score from summary rows and save it atomically as PNG.
 
     Args:
-        rows: summary.csv rows (guidance, thresholding, aug_level, sampler, steps, fid, clip_score).
+        rows: summary.csv rows (guidance, thresholding, aug_level, sampler, steps, fid, clip_score;
+            optionally fid_ci_low/high and clip_score_ci_low/high, drawn as error bars).
         path: where to write the PNG.
         title: plot title (e.g. the model id and number of images).
     Returns: the path, or None when no row has both a finite FID and CLIP score.
@@ -49,11 +72,19 @@ def pareto_plot(rows: list[dict], path: str | Path, *, title: str = "") -> Path 
     for r in points:
         curves[_curve_label(r, varying)].append(r)
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    with_bars = False
     for label, curve in curves.items():
         curve = sorted(curve, key=lambda r: [float(w) for w in str(r["guidance"]).split("/")])
         xs = [float(r["clip_score"]) for r in curve]
         ys = [float(r["fid"]) for r in curve]
-        ax.plot(xs, ys, marker="o", markersize=4, label=label)
+        xerr = interval_errors(curve, "clip_score", "clip_score_ci_low", "clip_score_ci_high")
+        yerr = interval_errors(curve, "fid", "fid_ci_low", "fid_ci_high")
+        if xerr is None and yerr is None:
+            ax.plot(xs, ys, marker="o", markersize=4, label=label)
+        else:
+            with_bars = True
+            ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", markersize=4, capsize=2,
+                        elinewidth=0.8, label=label)
         for r, x, y in zip(curve, xs, ys):
             ax.annotate(f"w={r['guidance']}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
@@ -61,7 +92,7 @@ def pareto_plot(rows: list[dict], path: str | Path, *, title: str = "") -> Path 
     ax.set_ylabel("FID")
     ax.set_title(title or "FID vs CLIP score over guidance weights", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(title="thresholding", fontsize=8)
+    ax.legend(title="thresholding" + (" (bars: 95% CIs)" if with_bars else ""), fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

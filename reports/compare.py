@@ -1,18 +1,19 @@
 """Comparing runs of the same benchmark: side-by-side tables with differences.
 
 A number is compared only when both runs measured it under the same protocol. The protocol of
-a metric is what the benchmark recorded with it (summary.csv's fid_* / clip_* columns, run.json
-spec.metrics and the FID reference statistics). When a defining field differs (resize mode,
-feature extractor or its weights hash, library, reference images, CLIP model, ...), the section
-shows a warning and the difference column says why no difference is given. Library versions
-that differ are shown as a note: the numbers are compared, but the reader is told.
+a metric is what the benchmark recorded with it (summary.csv's fid_* / clip_* columns other
+than the values and their intervals, run.json spec.metrics and the FID reference statistics).
+When a defining field differs (resize mode, feature extractor or its weights hash, library,
+reference images, CLIP model, ...), the section shows a warning and the difference column says
+why no difference is given. Library versions that differ are shown as a note: the numbers are
+compared, but the reader is told.
 """
 from __future__ import annotations
 
 import json
 import math
 
-from .rundata import RunData, number
+from .rundata import RunData, is_protocol_column, number
 from .sections import heading, slug
 from .tables import Column, Table, fixed, short_hash, signed, with_ci
 
@@ -27,7 +28,8 @@ def fid_protocol(run: RunData) -> dict:
     """FID protocol of a run: summary.csv's fid_* columns over run.json, plus the reference."""
     proto = dict(run.spec.get("metrics", {}).get("fid") or {})
     if run.summary:
-        proto.update({k[4:]: v for k, v in run.summary[0].items() if k.startswith("fid_")})
+        proto.update({k[4:]: v for k, v in run.summary[0].items()
+                      if k.startswith("fid_") and is_protocol_column(k)})
     ref = dict(run.spec.get("metrics", {}).get("reference") or {})
     recorded = (run.run.get("reference") or {})
     for k in ("split", "selection", "files_sha256", "n", "dataset"):
@@ -42,8 +44,8 @@ def fid_protocol(run: RunData) -> dict:
 def clip_protocol(run: RunData) -> dict:
     proto = dict(run.spec.get("metrics", {}).get("clip") or {})
     if run.summary:
-        proto.update({k[5:]: v for k, v in run.summary[0].items() if k.startswith("clip_")
-                      and k not in ("clip_score", "clip_score_std", "clip_truncated")})
+        proto.update({k[5:]: v for k, v in run.summary[0].items()
+                      if k.startswith("clip_") and is_protocol_column(k)})
     if "score_def" in proto:
         proto["score"] = proto.pop("score_def")
     return {k: _canon(v) for k, v in proto.items() if k not in CLIP_IGNORED}

@@ -66,6 +66,18 @@ def _err(lower: list[float], upper: list[float]) -> list[list[float]]:
     return [clean(lower), clean(upper)]
 
 
+def interval_errors(rows: list[dict], est: str, low: str, high: str) -> list[list[float]] | None:
+    """Asymmetric error bars [est - low, high - est] from a row's 95% interval columns; NaN (no
+    bar) where a row has none, None where no row has one (a run from before the intervals)."""
+    lower, upper = [], []
+    for r in rows:
+        e, lo, hi = number(r.get(est)), number(r.get(low)), number(r.get(high))
+        ok = math.isfinite(e) and math.isfinite(lo) and math.isfinite(hi)
+        lower.append(max(e - lo, 0.0) if ok else math.nan)  # 0, not negative, under rounding
+        upper.append(max(hi - e, 0.0) if ok else math.nan)
+    return [lower, upper] if any(math.isfinite(v) for v in lower) else None
+
+
 def thumbnail(path: Path, size: int = 160) -> str:
     """A JPEG data URI of the image at `path`, its longer side at most `size` pixels."""
     from PIL import Image
@@ -80,7 +92,8 @@ def thumbnail(path: Path, size: int = 160) -> str:
 
 def pareto_figure(rows: list[dict], best_key: str | None, *, fig_id: str, title: str) -> Figure:
     """FID (y) vs CLIP score (x), one curve per thresholding mode, the best point starred and
-    the published FID-30K numbers as labelled horizontal lines."""
+    the published FID-30K numbers as labelled horizontal lines. Points get error bars from
+    summary.csv's 95% intervals (fid_ci_low/high, clip_score_ci_low/high) where it has them."""
     plt = _plt()
     points = [r for r in rows if math.isfinite(number(r.get("fid")))
               and math.isfinite(number(r.get("clip_score")))]
@@ -91,11 +104,19 @@ def pareto_figure(rows: list[dict], best_key: str | None, *, fig_id: str, title:
                                                        for k in varying])
         curves[label].append(r)
     fig, ax = plt.subplots(figsize=(8.8, 4.6))
+    with_bars = False
     for label, curve in curves.items():
         curve.sort(key=lambda r: guidance_value(r["guidance"]))
         xs = [number(r["clip_score"]) for r in curve]
         ys = [number(r["fid"]) for r in curve]
-        ax.plot(xs, ys, marker="o", markersize=4, label=label)
+        xerr = interval_errors(curve, "clip_score", "clip_score_ci_low", "clip_score_ci_high")
+        yerr = interval_errors(curve, "fid", "fid_ci_low", "fid_ci_high")
+        if xerr is None and yerr is None:
+            ax.plot(xs, ys, marker="o", markersize=4, label=label)
+        else:
+            with_bars = True
+            ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", markersize=4, capsize=2,
+                        elinewidth=0.8, label=label)
         for r, x, y in zip(curve, xs, ys):
             ax.annotate(f"w={r['guidance']}", (x, y), textcoords="offset points", xytext=(4, 4),
                         fontsize=7)
@@ -127,6 +148,9 @@ def pareto_figure(rows: list[dict], best_key: str | None, *, fig_id: str, title:
                f"lines are published numbers ({PUBLISHED_SOURCE}), not this run's, and are "
                "comparable only under the same protocol (30K COCO val2014 captions, 2048-d "
                "Inception pool3, 256×256).")
+    if with_bars:
+        caption += (" Error bars: 95% bootstrap CIs over prompts (FID vertical, CLIP score "
+                    "horizontal).")
     return Figure(fig_id, _png(fig), f"FID versus CLIP score, {title}", caption, "pareto")
 
 

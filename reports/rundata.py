@@ -15,7 +15,17 @@ from pathlib import Path
 from . import ReportInputError
 
 SUMMARY_REQUIRED = ("config_key", "guidance", "thresholding", "n_images", "clip_score")
-SUMMARY_NUMBERS = ("n_images", "fid", "kid", "kid_std", "clip_score", "clip_score_std", "seconds")
+# summary.csv columns holding measured values; the other fid_* / clip_* columns are protocol
+# fields. Runs made before the intervals existed lack the *_ci_* and fid_inf* columns.
+SUMMARY_VALUES = ("fid", "fid_ci_low", "fid_ci_high", "fid_inf", "fid_inf_slope", "fid_inf_ci_low",
+                  "fid_inf_ci_high", "clip_score", "clip_score_ci_low", "clip_score_ci_high",
+                  "clip_score_std", "clip_truncated")
+SUMMARY_NUMBERS = ("n_images", "n_prompts", "kid", "kid_std", "bootstrap_samples", "seconds",
+                   *(k for k in SUMMARY_VALUES if k != "clip_truncated"))  # a flag: as written
+COMPARISON_REQUIRED = ("config_key", "reference_key", "delta_clip")
+COMPARISON_NUMBERS = ("n_prompts", "n_images", "delta_fid", "delta_fid_ci_low", "delta_fid_ci_high",
+                      "delta_fid_p", "delta_clip", "delta_clip_ci_low", "delta_clip_ci_high",
+                      "delta_clip_p", "bootstrap_samples")
 CATEGORY_REQUIRED = ("config_key", "category", "n_prompts", "n_images", "clip_score", "ci_low",
                      "ci_high")
 CATEGORY_NUMBERS = ("n_prompts", "n_images", "clip_score", "ci_low", "ci_high")
@@ -52,6 +62,11 @@ def read_table(path: Path, required: tuple[str, ...], numbers: tuple[str, ...] =
     except UnicodeDecodeError:
         raise ReportInputError(f"{path}: not a text (UTF-8) CSV file") from None
     return rows
+
+
+def is_protocol_column(key: str) -> bool:
+    """A summary.csv column recording how a metric was measured (fid_resize, clip_model, ...)."""
+    return key.startswith(("fid_", "clip_")) and key not in SUMMARY_VALUES
 
 
 def _is_float(text: str) -> bool:
@@ -101,6 +116,7 @@ class RunData:
     summary: list[dict] = field(default_factory=list)
     categories: list[dict] = field(default_factory=list)
     per_image: list[dict] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)  # metrics/comparisons.csv, if any
     _images: dict | None = field(default=None, repr=False)
 
     @property
@@ -162,7 +178,9 @@ def load_run(root: str | Path) -> RunData:
              ("categories", metrics / "categories.csv",
               lambda p: read_table(p, CATEGORY_REQUIRED, CATEGORY_NUMBERS)),
              ("per_image", metrics / "per_image.csv",
-              lambda p: read_table(p, PER_IMAGE_REQUIRED, ("k", "clip_cosine")))]
+              lambda p: read_table(p, PER_IMAGE_REQUIRED, ("k", "clip_cosine"))),
+             ("comparisons", metrics / "comparisons.csv",
+              lambda p: read_table(p, COMPARISON_REQUIRED, COMPARISON_NUMBERS))]
     for attr, path, reader in files:
         if path.is_file():
             setattr(data, attr, reader(path))

@@ -11,8 +11,8 @@ from collections import defaultdict
 
 from .figures import (PUBLISHED_FID30K, PUBLISHED_SOURCE, category_figure, guidance_value,
                       pareto_figure, thumbnail)
-from .rundata import RunData, number
-from .tables import Column, Table, Thumb, fixed, kv_table, with_ci
+from .rundata import SUMMARY_VALUES, RunData, is_protocol_column, number
+from .tables import Column, Table, Thumb, fixed, kv_table, signed, with_ci
 
 OVERALL = "overall"
 MAX_BAR_CONFIGS = 6
@@ -100,24 +100,140 @@ def best_fid_key(rows: list[dict]) -> str | None:
     return min(finite, key=lambda r: number(r["fid"]))["config_key"] if finite else None
 
 
+def _ci_column(run: RunData, key: str, label: str) -> Column:
+    """A value with its 95% interval (`key`_ci_low/high) where the run has intervals."""
+    lo, hi = f"{key}_ci_low", f"{key}_ci_high"
+    if not any(math.isfinite(number(r.get(lo))) for r in run.summary):
+        return Column(key, label, fixed(2), True)
+    return Column(key, f"{label} [95% CI]", numeric=True,
+                  cell=lambda r: with_ci(r.get(key), r.get(lo), r.get(hi)))
+
+
+def _bootstrap_text(rows: list[dict], spec: dict) -> str:
+    """'1000 resamples, seed 0' from the rows' bootstrap columns (or run.json's record)."""
+    row = next((r for r in rows if str(r.get("bootstrap_samples") or "").strip()), None)
+    boot = ({"samples": row["bootstrap_samples"], "seed": row.get("bootstrap_seed", "?")} if row
+            else spec.get("metrics", {}).get("bootstrap") or {})
+    return f"{boot.get('samples', '?')} resamples, seed {boot.get('seed', '?')}"
+
+
 def summary_table(run: RunData, best: str | None) -> Table:
-    has_kid = any(math.isfinite(number(r.get("kid"))) for r in run.summary)
+    rows = run.summary
+    has_kid = any(math.isfinite(number(r.get("kid"))) for r in rows)
+    has_inf = any(math.isfinite(number(r.get("fid_inf"))) for r in rows)
     cols = [Column("config_key", "config"), Column("guidance", "guidance w"),
             Column("thresholding", "thresholding"), Column("aug_level", "aug level"),
             Column("sampler", "sampler"), Column("steps", "steps"),
             Column("n_images", "n images", numeric=True)]
     if run.has_fid:
-        cols.append(Column("fid", "FID ↓ (n images)", fixed(2), True))
+        cols.append(_ci_column(run, "fid", "FID ↓"))
+    if has_inf:
+        cols.append(_ci_column(run, "fid_inf", "FID∞ ↓"))
     if has_kid:
         cols += [Column("kid", "KID ↓", fixed(4), True), Column("kid_std", "KID sd", fixed(4), True)]
-    cols += [Column("clip_score", "CLIP score ↑ (100·cos)", fixed(2), True),
+    cols += [_ci_column(run, "clip_score", "CLIP score ↑ (100·cos)"),
              Column("clip_score_std", "CLIP sd over images", fixed(2), True),
              Column("seconds", "generation time (s)", fixed(1), True)]
-    note = ("FID is one estimate over n images (no CI); CLIP score is 100 · mean max(cos, 0) with "
-            "its standard deviation over images. ★ marks the lowest FID.")
+    cis = [c.key for c in cols if c.cell is not None]
+    if cis:
+        names = {"fid": "FID", "fid_inf": "FID∞", "clip_score": "CLIP score"}
+        note = (f"95% CIs of {', '.join(names[k] for k in cis)}: bootstrap over prompts "
+                f"({_bootstrap_text(rows, run.spec)}).")
+    else:
+        note = ("No 95% CIs in this run's summary.csv (bootstrap off, or a run from before "
+                "the intervals).")
+    if run.has_fid and "fid" not in cis:
+        note += " FID is one estimate over n images."
+    if has_inf:
+        note += (" FID∞ is FID extrapolated to infinitely many images (Chong & Forsyth 2020), "
+                 "free of FID's bias at finite n.")
+    note += (" CLIP score is 100 · mean max(cos, 0), with its standard deviation over images. "
+             "★ marks the lowest FID.")
+    shown = {c.key for c in cols}
+    raw = [k for k in SUMMARY_VALUES + ("bootstrap_samples", "bootstrap_seed")
+           if k in rows[0] and k not in shown]
+    protocol = [k for k in rows[0] if is_protocol_column(k)]
     return Table(f"coco_summary_{slug(run.name)}", f"{run.name}: summary ({run.model_id})", cols,
-                 run.summary, note, row_class=lambda r: "best" if r["config_key"] == best else "",
-                 extra_csv=[k for k in run.summary[0] if k.startswith(("fid_", "clip_"))])
+                 rows, note, row_class=lambda r: "best" if r["config_key"] == best else "",
+                 extra_csv=raw + protocol)
+
+
+P_SIGNIFICANT = 0.05
+
+
+def _not_significant(r: dict, metric: str) -> bool:
+    """A difference with a p-value of at least 0.05 (the reference against itself has none)."""
+    p = number(r.get(f"delta_{metric}_p"))
+    return math.isfinite(p) and p >= P_SIGNIFICANT and r["config_key"] != r["reference_key"]
+
+
+def _p_text(r: dict, key: str) -> str:
+    """A bootstrap p-value; below its resolution 1/B (or 0.001) as '<' that bound."""
+    p = number(r.get(key))
+    if not math.isfinite(p):
+        return "–"
+    b = number(r.get("bootstrap_samples"))
+    floor = max(0.001, 1.0 / b if math.isfinite(b) and b > 0 else 0.0)
+    return f"<{floor:.2g}" if p < floor else f"{p:.3f}"
+
+
+def _delta_columns(metric: str, label: str) -> list[Column]:
+    key = f"delta_{metric}"
+    sign = signed(2)
+
+    def delta(r: dict) -> str:
+        if r["config_key"] == r["reference_key"]:
+            return "reference"
+        lo, hi = number(r.get(f"{key}_ci_low")), number(r.get(f"{key}_ci_high"))
+        out = sign(r.get(key))
+        if math.isfinite(lo) and math.isfinite(hi):
+            out += f" [{sign(lo)}, {sign(hi)}]"
+        return out + (" n.s." if _not_significant(r, metric) else "")
+
+    def css(r: dict) -> str:
+        return "ns" if _not_significant(r, metric) else ""
+
+    return [Column(key, f"{label} [95% CI]", numeric=True, cell=delta, cell_class=css),
+            Column(f"{key}_p", "p", numeric=True, cell_class=css,
+                   cell=lambda r: "" if r["config_key"] == r["reference_key"]
+                   else _p_text(r, f"{key}_p"))]
+
+
+def comparisons_table(run: RunData) -> Table | None:
+    """metrics/comparisons.csv: each config minus the reference config, paired on prompts and
+    seeds, with 95% CIs and p-values; differences with p ≥ 0.05 are greyed and marked n.s."""
+    rows = run.comparisons
+    if not rows:
+        return None
+    refs = list(dict.fromkeys(r["reference_key"] for r in rows))
+    cols = [Column("config_key", "config")]
+    if len(refs) > 1:
+        cols.append(Column("reference_key", "reference"))
+    cols.append(Column("n_prompts", "prompts", numeric=True))
+    has_fid = any(math.isfinite(number(r.get("delta_fid"))) for r in rows)
+    if has_fid:
+        cols += _delta_columns("fid", "ΔFID ↓")
+    cols += _delta_columns("clip", "ΔCLIP ↑")
+    unpaired = [r for r in rows if str(r.get("paired", "True")).strip().lower()
+                in ("false", "0", "no")]
+    if unpaired:
+        cols.append(Column("paired", "paired"))
+    note = ("Δ = config − reference on the same prompts and seeds; 95% CIs and two-sided "
+            f"p-values from a paired bootstrap over prompts ({_bootstrap_text(rows, run.spec)}). "
+            + ("ΔFID < 0 and ΔCLIP > 0 favour the config. " if has_fid else
+               "ΔCLIP > 0 favours the config. ")
+            + "Greyed cells marked n.s. have p ≥ 0.05: the difference is not significant at the "
+            "5% level (which is not evidence that there is none).")
+    if unpaired:
+        note += " Rows with paired = false are not paired comparisons: the above does not hold."
+    shown = {c.key for c in cols}
+    extra = [k for k in ("reference_key", "n_images", "delta_fid_ci_low", "delta_fid_ci_high",
+                         "delta_clip_ci_low", "delta_clip_ci_high", "paired",
+                         "bootstrap_samples", "bootstrap_seed") if k in rows[0] and k not in shown]
+    title = f"{run.name}: paired comparisons against the reference config" + (
+        f" {refs[0]}" if len(refs) == 1 else "s (one per row)")
+    return Table(f"comparisons_{slug(run.name)}", title, cols, rows, note, extra_csv=extra,
+                 row_class=lambda r: "reference" if r["config_key"] == r["reference_key"] else "")
 
 
 def published_table() -> Table:
@@ -141,6 +257,9 @@ def coco_section(runs: list[RunData]) -> dict | None:
         title = f"{run.name}: {run.model_id}, {'/'.join(n)} images per config"
         blocks.append({"kind": "figure", "figure": pareto_figure(
             run.summary, best, fig_id=f"fig-pareto-{slug(run.name)}", title=title)})
+        comparisons = comparisons_table(run)
+        if comparisons is not None:
+            blocks.append({"kind": "table", "table": comparisons})
     blocks.append({"kind": "table", "table": published_table()})
     return {"id": "coco", "title": "COCO: FID and CLIP score over the sweep", "blocks": blocks}
 
@@ -219,6 +338,9 @@ def drawbench_section(runs: list[RunData]) -> dict | None:
         blocks.append({"kind": "figure", "figure": category_figure(
             run.categories, shown, fig_id=f"fig-categories-{slug(run.name)}", title=title)})
         blocks.append({"kind": "table", "table": categories_table(run)})
+        comparisons = comparisons_table(run)
+        if comparisons is not None:
+            blocks.append({"kind": "table", "table": comparisons})
         if ordered:
             table = prompt_extremes(run, ordered[0])
             if table is not None:

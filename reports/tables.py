@@ -33,6 +33,7 @@ class Column:
     fmt: Callable[[object], str] | None = None  # raw value -> display text
     numeric: bool = False
     cell: Callable[[dict], str] | None = None   # display text from the whole row (e.g. with CI)
+    cell_class: Callable[[dict], str] | None = None  # css class of one cell (e.g. 'ns')
 
 
 @dataclass
@@ -48,18 +49,20 @@ class Table:
     extra_csv: list[str] = field(default_factory=list)  # raw columns only in the CSV
 
     def display(self) -> list[dict]:
-        """Per row: {'cls': css class, 'cells': [(text | Thumb, numeric)]} for the template."""
+        """Per row: {'cls': css class, 'cells': [(text | Thumb, css class)]} for the template."""
         out = []
         for row in self.rows:
             cells = []
             for c in self.columns:
                 value = row.get(c.key, "")
+                css = " ".join(x for x in ("num" if c.numeric else "",
+                                           c.cell_class(row) if c.cell_class else "") if x)
                 if c.cell is not None:
-                    cells.append((c.cell(row), c.numeric))
+                    cells.append((c.cell(row), css))
                 elif isinstance(value, Thumb) or value is None:
-                    cells.append((value, False))
+                    cells.append((value, ""))
                 else:
-                    cells.append(((c.fmt or text)(value), c.numeric))
+                    cells.append(((c.fmt or text)(value), css))
             out.append({"cls": self.row_class(row) if self.row_class else "", "cells": cells})
         return out
 
