@@ -16,7 +16,8 @@ its share and rank 0 merges them in row order; the per-image CLIP cosines are ga
 from __future__ import annotations
 
 import json
-import math
+import os
+import signal
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -33,6 +34,18 @@ from .sampling import SamplingConfig
 from .statistics import REFERENCE_FILE, SUMMARY_FIELDS, StatsOptions, summarize
 
 PER_IMAGE_FIELDS = ["config_key", "prompt_id", "k", "clip_cosine"]
+# Test hook: a process SIGKILLs itself after writing this many feature batches (a crash while
+# features are being written).
+KILL_IN_METRICS_ENV = "IMAGEN_BENCH_KILL_IN_METRICS_AFTER"
+_batches_written = 0
+
+
+def _maybe_kill() -> None:
+    global _batches_written
+    _batches_written += 1
+    limit = os.environ.get(KILL_IN_METRICS_ENV, "").strip()
+    if limit and _batches_written >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -91,6 +104,7 @@ def score_config(run: RunDir, config: SamplingConfig, records: list[dict], texts
     for idx, images in _image_batches([run.root / r["path"] for r in mine], batch_size):
         if writer is not None:
             writer.write(idx.start, extractor(images).float().cpu().numpy())
+            _maybe_kill()
         cos, n_trunc = scorers.clip.cosines(images, [texts[mine[i]["prompt_id"]] for i in idx])
         cosines[idx.start:idx.stop] = np.asarray(cos, dtype=np.float64)
         truncated += int(n_trunc)

@@ -160,7 +160,7 @@ def kid_of(features, reference_features, *, subsets: int, subset_size: int, seed
 
     from .metrics.fid import _Precomputed
 
-    fake = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    fake = torch.as_tensor(np.array(features, dtype=np.float64))  # a copy: memmaps are read-only
     real = torch.as_tensor(np.asarray(reference_features), dtype=torch.float64)
     size = min(subset_size, len(fake), len(real))
     kid = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets,
@@ -180,6 +180,74 @@ def load_reference(run: RunDir):
     return ReferenceStats.load(run.metrics / REFERENCE_FILE).with_root()
 
 
+@dataclass
+class Draws:
+    """The bootstrap draws of a prompt list, shared by every config resampled with them."""
+
+    n_prompts: int
+    seed: int
+    draws: np.ndarray     # (B, P) prompt indices
+    counts: np.ndarray    # (B, P) prompt counts
+
+    @classmethod
+    def make(cls, n_prompts: int, replicates: int, seed: int) -> "Draws":
+        draws = draw_prompts(n_prompts, replicates, seed)
+        counts = counts_of(draws, n_prompts) if replicates else np.zeros((0, n_prompts), np.int64)
+        return cls(n_prompts, seed, draws, counts)
+
+
+def config_stats(run: RunDir, config: dict, order: dict[str, int], draws: Draws, root,
+                 reference, feature_name: str | None, options: StatsOptions, bar) -> ConfigStats:
+    """Estimates, intervals and replicates of one config from its stored files.
+
+    Args:
+        config: the config's grid record (SamplingConfig.to_dict()).
+        order: prompt id -> index in the prompt list the draws index.
+        root: the FID reference as a ReferenceRoot (None without FID).
+        reference: the ReferenceStats (its features serve KID).
+    """
+    from .feature_store import load_features
+
+    key = config["config_key"]
+    base = json.loads((run.config_metrics / f"{key}.json").read_text())
+    rows = read_csv(run.config_metrics / f"{key}.csv")
+    groups = _prompt_index(rows, order)
+    scores = 100.0 * np.maximum(np.array([float(r["clip_cosine"]) for r in rows]), 0.0)
+    clip = PromptMeans.of(scores, groups.codes, draws.n_prompts)
+    clip_reps = clip.replicates(draws.counts)
+    row = {**config, "n_images": len(rows), "n_prompts": int(len(np.unique(groups.codes))),
+           "clip_score": clip.estimate,
+           "clip_score_std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
+           "clip_truncated": base.get("clip_truncated", 0), "seconds": base.get("seconds", ""),
+           "bootstrap_samples": options.bootstrap, "bootstrap_seed": options.seed}
+    row["clip_score_ci_low"], row["clip_score_ci_high"] = \
+        interval(clip.estimate, clip_reps, low=0.0, high=100.0)
+    entry = ConfigStats(row, clip.estimate, clip_reps)
+    if feature_name:
+        features = load_features(run.metrics, key, feature_name,
+                                 [(r["prompt_id"], int(r["k"])) for r in rows])
+        fs = _fid_stats(features, groups, root, draws.draws, draws.counts, options, bar)
+        row.update(fid=fs["fid"], fid_inf=fs["fid_inf"], fid_inf_slope=fs["fid_inf_slope"])
+        row["fid_ci_low"], row["fid_ci_high"] = fs["fid_ci"]
+        row["fid_inf_ci_low"], row["fid_inf_ci_high"] = fs["fid_inf_ci"]
+        entry.fid, entry.fid_reps = fs["fid"], fs["fid_reps"]
+        if options.kid:
+            row["kid"], row["kid_std"] = kid_of(features, reference.features,
+                                                subsets=options.kid_subsets,
+                                                subset_size=options.kid_subset_size,
+                                                seed=options.seed)
+    return entry
+
+
+def reference_root(reference):
+    """A ReferenceRoot of ReferenceStats (None for None)."""
+    from .metrics.frechet import ReferenceRoot
+
+    if reference is None:
+        return None
+    return ReferenceRoot(reference.mu, reference.sigma, reference.root)
+
+
 def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOptions, *,
               feature_name: str | None, progress: bool = True) -> list[dict]:
     """Write summary.csv, comparisons.csv and statistics.json from the stored per-image results.
@@ -192,51 +260,16 @@ def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOpti
         feature_name: the stored FID features' network name; None: no FID (DrawBench).
     Returns: the summary rows (numbers as text, as written).
     """
-    from .feature_store import load_features
-    from .metrics.frechet import ReferenceRoot
-
     prompts = [p["prompt_id"] for p in run.read_prompts()]
     order = {p: i for i, p in enumerate(prompts)}
-    n_prompts = len(prompts)
-    draws = draw_prompts(n_prompts, options.bootstrap, options.seed)
-    counts = counts_of(draws, n_prompts) if options.bootstrap else np.zeros((0, n_prompts), int)
+    draws = Draws.make(len(prompts), options.bootstrap, options.seed)
     reference = load_reference(run) if feature_name else None
-    root = ReferenceRoot(reference.mu, reference.sigma, reference.root) if reference else None
+    root = reference_root(reference)
     total = len(configs) * options.bootstrap if feature_name else 0
     bar = tqdm(total=total, desc="bootstrap", unit="rep", dynamic_ncols=True,
                disable=not progress or total == 0)
-    stats = {}
-    for c in configs:
-        key = c.config_key
-        base = json.loads((run.config_metrics / f"{key}.json").read_text())
-        rows = read_csv(run.config_metrics / f"{key}.csv")
-        groups = _prompt_index(rows, order)
-        scores = 100.0 * np.maximum(np.array([float(r["clip_cosine"]) for r in rows]), 0.0)
-        clip = PromptMeans.of(scores, groups.codes, n_prompts)
-        clip_reps = clip.replicates(counts)
-        row = {**c.to_dict(), "n_images": len(rows),
-               "n_prompts": int(len(np.unique(groups.codes))),
-               "clip_score": clip.estimate,
-               "clip_score_std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
-               "clip_truncated": base.get("clip_truncated", 0), "seconds": base.get("seconds", ""),
-               "bootstrap_samples": options.bootstrap, "bootstrap_seed": options.seed}
-        row["clip_score_ci_low"], row["clip_score_ci_high"] = \
-            interval(clip.estimate, clip_reps, low=0.0, high=100.0)
-        entry = ConfigStats(row, clip.estimate, clip_reps)
-        if feature_name:
-            features = load_features(run.metrics, key, feature_name,
-                                     [(r["prompt_id"], int(r["k"])) for r in rows])
-            fs = _fid_stats(features, groups, root, draws, counts, options, bar)
-            row.update(fid=fs["fid"], fid_inf=fs["fid_inf"], fid_inf_slope=fs["fid_inf_slope"])
-            row["fid_ci_low"], row["fid_ci_high"] = fs["fid_ci"]
-            row["fid_inf_ci_low"], row["fid_inf_ci_high"] = fs["fid_inf_ci"]
-            entry.fid, entry.fid_reps = fs["fid"], fs["fid_reps"]
-            if options.kid:
-                row["kid"], row["kid_std"] = kid_of(features, reference.features,
-                                                    subsets=options.kid_subsets,
-                                                    subset_size=options.kid_subset_size,
-                                                    seed=options.seed)
-        stats[key] = entry
+    stats = {c.config_key: config_stats(run, c.to_dict(), order, draws, root, reference,
+                                        feature_name, options, bar) for c in configs}
     bar.close()
     rows = _write_summary(run, stats, protocol, feature_name is not None, options)
     _write_comparisons(run, stats, options)

@@ -263,3 +263,103 @@ def test_user_errors_exit_2_with_one_message(world, tmp_path, capsys, flags, mes
 def test_rerun_with_another_spec_is_refused(world, reference, capsys):
     assert run_main(cli_args(world, reference, seed="5")) == 2
     assert "base_seed: 0 (recorded) vs 5 (now)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# stored features, rescoring, comparisons (bench.statistics, bench.rescore, bench.compare)
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_features_are_stored_and_the_summary_has_intervals(reference):
+    import numpy as np
+
+    rows = read_rows(reference / "metrics" / "summary.csv", drop=())
+    for r in rows:
+        fid, lo, hi = (float(r[k]) for k in ("fid", "fid_ci_low", "fid_ci_high"))
+        assert 0 <= lo <= fid <= hi
+        clip, lo, hi = (float(r[k]) for k in ("clip_score", "clip_score_ci_low",
+                                              "clip_score_ci_high"))
+        assert 0 <= lo <= clip <= hi <= 100
+        assert r["bootstrap_samples"] == "200" and r["n_prompts"] == "4"
+        assert r["fid_inf"] == ""  # 4 prompts: too few subset sizes for FID-infinity
+        feats = np.load(reference / "metrics" / "features" / r["config_key"] / "inception.npy")
+        assert feats.shape == (4, 64) and feats.dtype == np.float32
+    comparisons = read_rows(reference / "metrics" / "comparisons.csv", drop=())
+    # w = 3 of each mode against w = 1 of the same mode
+    assert [(c["config_key"], c["reference_key"]) for c in comparisons] == [
+        ("w3-none-aug0-ddim2", "w1-none-aug0-ddim2"),
+        ("w3-dyn0.995-aug0-ddim2", "w1-dyn0.995-aug0-ddim2")]
+    by_key = {r["config_key"]: r for r in rows}
+    for c in comparisons:
+        delta = float(by_key[c["config_key"]]["fid"]) - float(by_key[c["reference_key"]]["fid"])
+        assert float(c["delta_fid"]) == pytest.approx(delta, rel=1e-12)
+        assert float(c["delta_fid_ci_low"]) <= float(c["delta_fid"]) <= float(c["delta_fid_ci_high"])
+        assert 0 < float(c["delta_fid_p"]) <= 1 and c["paired"] == "true"
+
+
+def test_rescore_from_stored_features_gives_the_same_files(world, reference, tmp_path):
+    from bench.rescore import main as rescore
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference, copy)
+    before = tree_bytes(copy / "metrics")
+    (copy / "metrics" / "summary.csv").unlink()
+    (copy / "metrics" / "comparisons.csv").unlink()
+    # no network may run: rescoring must not need the weights
+    assert rescore([str(copy), "--no-progress"]) == 0
+    after = tree_bytes(copy / "metrics")
+    assert after == before
+    # other options are applied and recorded; the default ones come back byte for byte
+    assert rescore([str(copy), "--bootstrap", "50", "--no-progress"]) == 0
+    assert read_rows(copy / "metrics" / "summary.csv")[0]["bootstrap_samples"] == "50"
+    assert rescore([str(copy), "--bootstrap", "200", "--no-progress"]) == 0
+    assert tree_bytes(copy / "metrics") == before
+
+
+def test_a_run_killed_while_writing_features_resumes_to_the_same_files(world, reference):
+    from bench.scoring import KILL_IN_METRICS_ENV
+
+    out = world.root / "killed_in_metrics"
+    shutil.copytree(reference, out, ignore=shutil.ignore_patterns("metrics"))
+    killed = run_process(cli_args(world, out), env={KILL_IN_METRICS_ENV: "3"})  # in config 3
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (out / "metrics" / "summary.csv").exists()
+    assert run_main(cli_args(world, out)) == 0
+    got, want = tree_bytes(out / "metrics"), tree_bytes(reference / "metrics")
+    assert sorted(got) == sorted(want)  # no temporary file or rank part is left behind
+    for name in want:
+        if name.endswith(".npy") or name in ("per_image.csv", "comparisons.csv"):
+            assert got[name] == want[name], name
+    assert read_rows(out / "metrics" / "summary.csv") == read_rows(reference / "metrics" /
+                                                                   "summary.csv")
+
+
+def test_compare_a_run_with_itself_and_refuse_other_prompts(world, reference, tmp_path, capsys):
+    from bench.compare import main as compare
+
+    key = "w3-none-aug0-ddim2"
+    assert compare([f"{reference}:{key}", f"{reference}:{key}", "--out", str(tmp_path),
+                    "--no-progress"]) == 0
+    [row] = read_rows(tmp_path / "comparisons.csv", drop=())
+    assert float(row["delta_fid"]) == 0 and float(row["delta_clip"]) == 0
+    assert float(row["delta_fid_p"]) == 1 and float(row["delta_clip_p"]) == 1
+    assert row["paired"] == "true"
+    # every shared config, model A (w = 3) against itself: all four rows
+    assert compare([str(reference), str(reference), "--bootstrap", "20", "--no-progress"]) == 0
+    other = world.root / "other_prompts"
+    assert run_main(cli_args(world, other, caption_seed="1", guidance="3",
+                             thresholding="none")) == 0
+    capsys.readouterr()
+    assert compare([f"{reference}:{key}", str(other), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "prompts differ" in err and "--unpaired" in err
+    assert len(err.splitlines()) == 1
+    assert compare([f"{reference}:{key}", str(other), "--unpaired", "--out", str(tmp_path / "u"),
+                    "--no-progress"]) == 0
+    [row] = read_rows(tmp_path / "u" / "comparisons.csv", drop=())
+    assert row["paired"] == "false" and "unpaired" in capsys.readouterr().out
+    assert float(row["delta_fid_ci_low"]) <= float(row["delta_fid"]) <= float(row["delta_fid_ci_high"])
