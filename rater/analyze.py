@@ -154,6 +154,16 @@ def _short(system: str) -> str:
     return system if len(system) <= 40 else system[:18] + "…" + system[-21:]
 
 
+def _err(est, lo, hi) -> np.ndarray:
+    """(2, n) error bars [est - lo, hi - est] of intervals; 0 where an interval is NaN.
+
+    Non-negative because rater.stats guarantees lo <= est <= hi in floating point (and a
+    float difference of ordered numbers is >= 0); no clamp here, which would hide a bug there.
+    """
+    est, lo, hi = (np.asarray(x, float) for x in (est, lo, hi))
+    return np.nan_to_num(np.stack([est - lo, hi - est]))
+
+
 def _save(plt, fig, path: Path, empty: str | None = None) -> None:
     if empty:
         fig.axes[0].set_visible(True)
@@ -178,9 +188,9 @@ def plot_preferences(prefs: pd.DataFrame, path: Path) -> None:
         ax.barh(y, pa, color=COLOURS["a"], label="prefer A")
         ax.barh(y, pt, left=pa, color=COLOURS["indifferent"], label="indifferent")
         ax.barh(y, pb, left=pa + pt, color=COLOURS["b"], label="prefer B")
-        ax.errorbar(pa, y, xerr=[pa - g["p_a_lo"], g["p_a_hi"] - pa], fmt="none", c="k", lw=1)
-        ax.errorbar(1 - pb, y, xerr=[g["p_b_hi"] - pb, pb - g["p_b_lo"]], fmt="none", c="k",
-                    lw=1)
+        ax.errorbar(pa, y, xerr=_err(pa, g["p_a_lo"], g["p_a_hi"]), fmt="none", c="k", lw=1)
+        ax.errorbar(1 - pb, y, xerr=_err(pb, g["p_b_lo"], g["p_b_hi"])[::-1], fmt="none", c="k",
+                    lw=1)                                # B's bar edge is at 1 - p_b
         ax.set_yticks(y, [f"{c} (n={n})" for c, n in zip(g["category"], g["n_votes"])],
                       fontsize=8)
         ax.set_xlim(0, 1)
@@ -202,8 +212,8 @@ def plot_bradley_terry(bt: pd.DataFrame, path: Path) -> None:
         g = g.sort_values("strength")
         y = np.arange(len(g))
         s = g["strength"].to_numpy()
-        err = np.nan_to_num([s - g["ci_lo"].to_numpy(), g["ci_hi"].to_numpy() - s])
-        ax.errorbar(s, y, xerr=err, fmt="o", c=COLOURS["a"], capsize=3)
+        ax.errorbar(s, y, xerr=_err(s, g["ci_lo"], g["ci_hi"]), fmt="o", c=COLOURS["a"],
+                    capsize=3)
         ax.set_yticks(y, [_short(x) for x in g["system"]], fontsize=8)
         ax.axvline(0, color="k", lw=0.5, ls=":")
         ax.set_xlabel("Bradley-Terry strength (natural log, mean 0)")
@@ -219,8 +229,8 @@ def plot_pareto(pareto: pd.DataFrame, path: Path) -> None:
     for ax, (ref, g) in zip(axes, groups):
         for mode, c in g.groupby("thresholding", sort=True):
             x, yv = c["alignment_pref"].to_numpy(), c["fidelity_pref"].to_numpy()
-            xerr = np.nan_to_num([x - c["alignment_lo"], c["alignment_hi"] - x])
-            yerr = np.nan_to_num([yv - c["fidelity_lo"], c["fidelity_hi"] - yv])
+            xerr = _err(x, c["alignment_lo"], c["alignment_hi"])
+            yerr = _err(yv, c["fidelity_lo"], c["fidelity_hi"])
             ax.errorbar(x, yv, xerr=xerr, yerr=yerr, fmt="o-", capsize=2, label=mode)
             for xi, yi, w in zip(x, yv, c["guidance"]):
                 ax.annotate(f"w={w}", (xi, yi), fontsize=7, xytext=(3, 3),

@@ -12,10 +12,15 @@ works on pandas DataFrames, so it is tested on simulated votes without a databas
   and prompts (Cameron, Gelbach & Miller 2011, J. Bus. Econ. Stat. 29:238) and n_eff is capped
   at n (Korn & Graubard 1998, Survey Methodology 24:193). Votes of one rater, or on one prompt,
   are correlated; an iid binomial interval is then too narrow (tests/test_rater_stats.py).
+  The Wilson bounds are computed without cancellation (`wilson`), so 0 <= lo <= p <= hi <= 1
+  holds in floating point too, at any n_eff (lo is exactly 0 at p = 0, hi exactly 1 at p = 1).
 - Bradley-Terry strengths: P(i beats j) = sigmoid(s_i - s_j), ties as half wins, natural-log
   scale, sum-zero (mean strength 0); fitted by Newton's method on the concave log-likelihood
   (Hunter 2004, Ann. Statist. 32:384), CIs from a seeded two-way ("pigeonhole") bootstrap that
-  reweights raters and prompts (Owen 2007, Ann. Appl. Stat. 1:246), 2.5/97.5 percentiles.
+  reweights raters and prompts (Owen 2007, Ann. Appl. Stat. 1:246), 2.5/97.5 percentiles,
+  widened to the estimate where they miss it. A replicate that repeats the data reproduces the
+  estimate bit for bit (each replicate's Newton iteration stops on its own); the widening only
+  acts on lopsided bootstrap distributions of tiny data, so every interval contains its estimate.
 - Agreement: Krippendorff's alpha per question over (task) items, with the `krippendorff`
   package, nominal and ordinal (A < indifferent < B).
 - Human Pareto data: systems of one model that differ only in guidance weight or thresholding,
@@ -33,7 +38,8 @@ OUTCOMES = ("a", "indifferent", "b")
 Z95 = float(sps.norm.ppf(0.975))
 CI_METHOD = ("preference rates: Wilson score interval at the effective sample size from a "
              "two-way (rater, prompt) cluster-robust variance, capped at n; Bradley-Terry: "
-             "percentile CI of a seeded two-way (rater x prompt) pigeonhole bootstrap; "
+             "percentile CI of a seeded two-way (rater x prompt) pigeonhole bootstrap, "
+             "widened to contain the estimate; "
              "strengths on a natural-log scale, sum-zero")
 
 
@@ -109,12 +115,25 @@ def orient(votes: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
 # ------------------------------------------------------------------------ preference rates
 
 def wilson(p, n, z: float = Z95):
-    """Wilson score interval (Wilson 1927) for a rate p out of n (arrays); returns (lo, hi)."""
+    """Wilson score interval (Wilson 1927) for a rate p out of n (arrays); returns (lo, hi).
+
+    The bounds are the roots of (1 + a) x^2 - (2p + a) x + p^2 = 0, a = z^2 / n. The textbook
+    form centre -/+ half cancels at p = 0 and 1 (0 of 3: lo = 2^-54 > p), so the bounds are
+    computed without cancellation (q = 1 - p, h = sqrt(a p q + a^2 / 4)):
+        lo = p * (p / (p + a/2 + h))                    (the product of the roots is p^2/(1+a))
+        hi = p + (a (1/2 - p) + h) / (1 + a)            for p <= 1/2,
+        hi = 1 - q * (q / (q + a/2 + h))                for p > 1/2 (q is exact there).
+    Each bound is p, or 1 - q, moved by a non-negative term, and rounding is monotone, so
+    lo <= p <= hi holds in floating point as in exact arithmetic, at any n (lo = 0 at p = 0,
+    hi = 1 at p = 1); the clip to [0, 1] only removes rounding beyond the range.
+    """
     p, n = np.asarray(p, float), np.asarray(n, float)
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    a = z * z / n
+    q = 1 - p
+    h = np.sqrt(a * p * q + a * a / 4)
+    lo = p * (p / (p + a / 2 + h))
+    hi = np.where(p <= 0.5, p + (a * (0.5 - p) + h) / (1 + a), 1 - q * (q / (q + a / 2 + h)))
+    return np.clip(lo, 0, 1), np.clip(hi, 0, 1)
 
 
 def _cluster_var(e: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -192,13 +211,15 @@ def bt_fit(wins: np.ndarray, ridge: float = 1e-6, max_iter: int = 200,
             estimate of a system with tens of comparisons by well under 1e-4.
     Returns:
         (..., n) strengths, natural-log scale, mean 0. Newton's method with the step scaled to
-        at most 2 per coordinate; the objective is concave (Hunter 2004, §2).
+        at most 2 per coordinate; the objective is concave (Hunter 2004, §2). Each fit of a
+        batch stops on its own, so it equals the fit of its wins alone, bit for bit.
     """
     wins = np.asarray(wins, float)
     n = wins.shape[-1]
     games = wins + np.swapaxes(wins, -1, -2)
     won = wins.sum(-1)
     theta = np.zeros(wins.shape[:-1])
+    active = np.ones(wins.shape[:-2] + (1,), bool)    # fits still iterating
     shift = np.ones((n, n)) / n + ridge * np.eye(n)  # curvature along 1 and the ridge
     for _ in range(max_iter):
         p = 1.0 / (1.0 + np.exp(theta[..., None, :] - theta[..., :, None]))  # P(i beats j)
@@ -208,9 +229,10 @@ def bt_fit(wins: np.ndarray, ridge: float = 1e-6, max_iter: int = 200,
         step = np.linalg.solve(hess, grad[..., None])[..., 0]
         big = np.abs(step).max(-1, keepdims=True)
         step = step * np.minimum(1.0, 2.0 / np.maximum(big, 1e-300))
-        theta = theta + step
-        theta -= theta.mean(-1, keepdims=True)
-        if np.abs(step).max() < tol:
+        new = theta + step
+        theta = np.where(active, new - new.mean(-1, keepdims=True), theta)
+        active &= np.abs(step).max(-1, keepdims=True) >= tol
+        if not active.any():
             break
     return theta
 
@@ -259,7 +281,9 @@ def bradley_terry(oriented: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> 
     """Bradley-Terry strengths per question with seeded bootstrap 95% CIs (columns BT_COLUMNS).
 
     rank = 1 + the number of systems whose CI lies wholly above this one's (Chatbot Arena's
-    rule, eval_anchors.md §4.1), so systems with overlapping CIs share a rank.
+    rule, eval_anchors.md §4.1), so systems with overlapping CIs share a rank. A percentile CI
+    can miss the estimate where the bootstrap distribution is lopsided (tiny data); it is then
+    widened to the estimate, so ci_lo <= strength <= ci_hi always.
     """
     rows = []
     for q, g in oriented.groupby("question_id", sort=True):
@@ -272,6 +296,7 @@ def bradley_terry(oriented: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> 
         if n_boot > 0:
             boot = bt_bootstrap(cells, m, n, n_boot, _question_rng(seed, q))
             lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+            lo, hi = np.minimum(lo, strength), np.maximum(hi, strength)
         else:
             lo = hi = np.full(n, np.nan)
         rank = 1 + (lo[None, :] > hi[:, None]).sum(1)

@@ -2,12 +2,14 @@
 documented columns, exclusion counted, seeded results, and one clear error for bad input."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from rater import analyze
 from rater import simulate as sim
 from rater.store import VoteStore
+from rater.tasks import system_name
 
 COLUMNS = {
     "preferences.csv": ["question_id", "category", "system_a", "system_b", "n_votes",
@@ -97,3 +99,54 @@ def test_python_m_rater_dispatches_to_analyze(db, tmp_path):
 
     assert main(["analyze", "--db", str(db), "--out", str(tmp_path), "--bootstrap", "0"]) == 0
     assert (tmp_path / "summary.json").is_file()
+
+
+def test_a_pilot_of_one_rater_analyses_cleanly(tmp_path, capsys):
+    """One rater's first six votes, as the app writes them: three fidelity tasks "I prefer set
+    A", three alignment tasks "I am indifferent", one prompt per category. The 0-of-3 rates got
+    a Wilson lower bound of 2^-54 > 0 and the preference plot's error bars crashed matplotlib."""
+    a = "tiny:w8-dyn0.995-aug0-ddim64"
+    tasks = sim.synthetic_tasks([a, REF], pairs="reference", reference=REF,
+                                categories=("Colors", "Counting", "Text"), prompts_per_category=1)
+    db = tmp_path / "pilot.db"
+    store = VoteStore(str(db))
+    t = pd.Timestamp("2025-01-01", tz="UTC").to_pydatetime()
+    for task in tasks:
+        h, q = task["hidden"], task["question_id"]
+        store.record_vote(task_id=task["task_id"], rater_id="pilot", question_id=q,
+                          choice=h["a_side"] if q == "fidelity" else "indifferent",
+                          left_system=system_name(h["left"]), right_system=system_name(h["right"]),
+                          left_label=h["left"]["label"], right_label=h["right"]["label"],
+                          time_shown=t, time_answered=t, **task["meta"])
+    store.close()
+    out = tmp_path / "out"
+    assert analyze.main(["--db", str(db), "--out", str(out), "--bootstrap", "100"]) == 0
+    assert "6 votes from 1 raters" in capsys.readouterr().out
+    for name in analyze.FILES.values():
+        assert (out / name).is_file(), name
+    for png in ("preferences.png", "bradley_terry.png", "pareto_human.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+    def read(name):
+        return pd.read_csv(out / name)
+
+    prefs = read("preferences.csv").set_index(["question_id", "category"])
+    assert len(prefs) == 2 * 4                         # all + 3 categories of one vote each
+    for k in ("p_a", "p_indifferent", "p_b"):
+        lo, est, hi = (prefs[c].to_numpy() for c in (f"{k}_lo", k, f"{k}_hi"))
+        assert ((0 <= lo) & (lo <= est) & (est <= hi) & (hi <= 1)).all(), k
+    z2 = 1.959963984540054 ** 2                        # unanimous: Wilson at n_eff = n exactly
+    fid, ali = prefs.loc[("fidelity", "all")], prefs.loc[("alignment", "all")]
+    assert (fid["p_a"], fid["p_a_hi"], fid["p_b_lo"], fid["p_indifferent_lo"]) == (1, 1, 0, 0)
+    assert fid["p_a_lo"] == pytest.approx(3 / (3 + z2), rel=1e-12)
+    assert (ali["p_indifferent"], ali["p_a_lo"], ali["p_b_lo"]) == (1, 0, 0)
+    assert prefs.loc[("fidelity", "Text"), "p_a_lo"] == pytest.approx(1 / (1 + z2), rel=1e-12)
+    bt = read("bradley_terry.csv")
+    assert len(bt) == 4
+    assert ((bt["ci_lo"] <= bt["strength"]) & (bt["strength"] <= bt["ci_hi"])).all()
+    pareto = read("pareto_human.csv").set_index("system")
+    assert pareto.loc[REF, "n"] == 0 and np.isnan(pareto.loc[REF, "fidelity_lo"])
+    row = pareto.loc[a]
+    assert (row["fidelity_pref"], row["fidelity_hi"], row["alignment_pref"]) == (1, 1, 0.5)
+    for q in ("fidelity", "alignment"):
+        assert row[f"{q}_lo"] <= row[f"{q}_pref"] <= row[f"{q}_hi"], q

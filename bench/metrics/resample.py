@@ -83,7 +83,7 @@ def interval(estimate: float, replicates, *, low: float = -math.inf, high: float
 
 
 def p_value(estimate: float, replicates) -> float:
-    """Two-sided bootstrap p-value of H0: the difference is 0 (replicates centred on their median)."""
+    """Two-sided bootstrap p-value of H0: difference 0 (replicates centred on their median)."""
     reps = np.asarray(replicates, dtype=np.float64)
     reps = reps[np.isfinite(reps)]
     if not math.isfinite(estimate) or reps.size == 0:
@@ -132,7 +132,8 @@ class FrechetResampler:
             device: where the float64 linear algebra runs (a GPU makes replicates cheap).
         """
         dev = torch.device(device)
-        x = torch.as_tensor(np.array(features, dtype=np.float64), device=dev)  # a copy: memmaps stay read-only
+        # a float64 copy (a memmap stays read-only)
+        x = torch.as_tensor(np.array(features, dtype=np.float64), device=dev)
         if x.ndim != 2 or x.shape[1] != reference.mu.shape[0]:
             raise ValueError(f"features {tuple(x.shape)} do not match the reference's "
                              f"{reference.mu.shape[0]} dimensions")
@@ -183,20 +184,23 @@ class FrechetResampler:
         diff = self.offset + ybar
         return float(diff @ diff) + trace + self.ref_trace - 2.0 * tr_sqrt
 
-    def nested(self, sequence: np.ndarray, sizes: Sequence[int], groups: "PromptIndex") -> np.ndarray:
+    def nested(self, sequence: np.ndarray, sizes: Sequence[int],
+               groups: "PromptIndex") -> np.ndarray:
         """FIDs of the nested prefixes sequence[:s] (prompt indices, repeats allowed), s in sizes."""
         sizes = list(sizes)
+
+        def weights(part: np.ndarray) -> np.ndarray:
+            return groups.image_weights(counts_of(part, groups.n_prompts)[0])
+
         if self.n < self.d or len(sizes) < 2:  # small samples: each prefix directly (cheap)
-            return np.array([self.fid(groups.image_weights(counts_of(sequence[:s], groups.n_prompts)[0]))
-                             for s in sizes])
+            return np.array([self.fid(weights(sequence[:s])) for s in sizes])
         dev = self.device
         gram = torch.zeros(self.d, self.d, dtype=torch.float64, device=dev)
         ysum = torch.zeros(self.d, dtype=torch.float64, device=dev)
         zsum = torch.zeros(self.d, dtype=torch.float64, device=dev)
         qsum, total, start, out = 0.0, 0.0, 0, []
         for s in sizes:
-            w = torch.as_tensor(groups.image_weights(counts_of(sequence[start:s], groups.n_prompts)[0]),
-                                dtype=torch.float64, device=dev)
+            w = torch.as_tensor(weights(sequence[start:s]), dtype=torch.float64, device=dev)
             nz = torch.nonzero(w > 0).squeeze(1)
             w = w[nz]
             a = self.z[nz] * w.sqrt()[:, None]
