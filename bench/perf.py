@@ -39,7 +39,7 @@ from imagen_ref.diffusion import Schedule
 from imagen_ref.guidance import make_denoiser
 from imagen_ref.samplers import sample_ddim, time_grid
 
-from . import peers, perf_fid, perf_votes
+from . import peers, perf_fid, perf_uncertainty, perf_votes
 from .cli import HelpFormatter
 
 # Perf configs as overrides of `tiny-base` (text_dim 384, MiniLM-L6), used until configs.py
@@ -455,6 +455,8 @@ SUBCOMMANDS = {
             "FID feature extraction images/s and peak memory, beside clean-fid and torch-fidelity"),
     "votes": (perf_votes.add_votes_args, perf_votes.cmd_votes,
               "rating-app vote latency (median, p99) with concurrent simulated raters"),
+    "frechet": (perf_uncertainty.add_frechet_args, perf_uncertainty.cmd_frechet,
+                "FID seconds (fast exact route vs the old ones) and the cost of its uncertainty"),
 }
 
 EPILOG = """examples:

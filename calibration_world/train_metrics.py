@@ -259,7 +259,7 @@ def train_features(recipe: dict, progress: bool = True) -> tuple[FeatureNet, dic
         losses.append(loss.item())
     net.eval()
     record = {"kind": "features", "config": _config_dict(cfg), "recipe": recipe, "seed": seed,
-              "train_seconds": round(time.perf_counter() - t0, 1),
+              "train_seconds": round(time.perf_counter() - t0, 3),
               "final_loss": float(np.mean(losses[-50:])),
               "validation": feature_accuracy(net, x_val, y_val),
               "protocol": {"name": NAME, "resolution": res, "resize": RESIZE, "dims": cfg.dims,
@@ -367,7 +367,7 @@ def train_clip(recipe: dict, progress: bool = True) -> tuple[ClipTower, dict]:
         losses.append(loss.item())
     model.eval()
     record = {"kind": "clip", "config": _config_dict(cfg), "recipe": recipe, "seed": seed,
-              "train_seconds": round(time.perf_counter() - t0, 1),
+              "train_seconds": round(time.perf_counter() - t0, 3),
               "data_seconds": round(t_data, 1), "n_texts": len(texts),
               "final_loss": float(np.mean(losses[-50:])),
               "protocol": {"name": NAME, "resolution": res, "resize": RESIZE,
