@@ -67,7 +67,8 @@ def add_frechet_args(p: argparse.ArgumentParser) -> None:
                    help="torch-fidelity InceptionV3 weights (default: the random stand-in of bench.perf fid)")
     p.add_argument("--network-input", type=int, default=None,
                    help=f"InceptionV3 input size (default: {FULL['network_input']}, the FID protocol)")
-    p.add_argument("--batch-size", type=int, default=None, help=f"extraction batch (default: {FULL['batch_size']})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"extraction batch (default: {FULL['batch_size']})")
     p.add_argument("--num-workers", type=int, default=None,
                    help=f"extraction DataLoader workers (default: {FULL['num_workers']})")
     p.add_argument("--bootstrap", type=int, default=None,
@@ -78,7 +79,8 @@ def add_frechet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--old-routes", default=",".join(OLD_ROUTES),
                    help="comma list of old FID routes to time (torchmetrics, eigvals, sqrtm; none)")
     p.add_argument("--repeats", type=int, default=None,
-                   help=f"timed runs of each fast route, best kept; old routes run once (default: {FULL['repeats']})")
+                   help="timed runs of each fast route, best kept; old routes run once "
+                        f"(default: {FULL['repeats']})")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the features, images, weights and draws")
     p.add_argument("--quick", action="store_true",
@@ -167,7 +169,7 @@ def time_fid_routes(features: np.ndarray, reference, args, old_routes: list[str]
     s, v = _best(metric.compute, args.repeats)
     out["fast_metric"] = {"seconds": s, "value": float(v),
                           "route": "FIDMetric.compute: sums -> covariance -> R S R eigvalsh (root cached)"}
-    root = ReferenceRoot(reference.mu, reference.sigma, reference.root)
+    root = ReferenceRoot.of(reference)
     s, v = _best(lambda: FrechetResampler(features, root, args.device).fid(), args.repeats)
     out["fast_resampler"] = {"seconds": s, "value": float(v),
                              "route": "FrechetResampler(features).fid(): from the raw features"}
@@ -232,7 +234,7 @@ def time_uncertainty(features: np.ndarray, reference, args) -> dict:
     groups = PromptIndex(np.arange(n), n)  # one image per prompt
     draws = draw_prompts(n, options.bootstrap, options.seed)
     counts = counts_of(draws, n)
-    root = ReferenceRoot(reference.mu, reference.sigma, reference.root)
+    root = ReferenceRoot.of(reference)
     with tqdm(total=options.bootstrap, desc=f"bootstrap N={n}", unit="rep", dynamic_ncols=True) as bar, \
             mock.patch.object(stats_module, "FrechetResampler", Timed):
         t0 = time.perf_counter()

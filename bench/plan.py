@@ -379,7 +379,7 @@ def make_plan(pilot: Pilot, options: PlanOptions, *, device: str = "cpu",
     reference = None
     if pilot.feature_name:
         ref = load_reference(pilot.run)
-        reference = ReferenceRoot(ref.mu, ref.sigma, ref.root)
+        reference = ReferenceRoot.of(ref)
     used = list(pilot.rows)
     bar = tqdm(total=len(used) * options.bootstrap, desc="bootstrap", unit="rep",
                dynamic_ncols=True, disable=not progress)

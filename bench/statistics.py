@@ -245,7 +245,7 @@ def reference_root(reference):
 
     if reference is None:
         return None
-    return ReferenceRoot(reference.mu, reference.sigma, reference.root)
+    return ReferenceRoot.of(reference)
 
 
 def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOptions, *,

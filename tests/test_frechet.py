@@ -10,8 +10,8 @@ The 2048-d features have a power-law spectrum (covariance eigenvalues ∝ k⁻²
 in a random basis), decaying like Inception pool features'. Finding recorded by
 `test_rank_deficient_d2048_against_exact`: on a rank-r covariance, the d x d routes add
 2 Σ sqrt(rounding) over the d - r null eigenvalues (here 3e-6 to 1e-5 of FD; sqrtm's is larger),
-and that sum is their whole error; FrechetResampler's Gram-space route has no such error when
-the sample is the smaller side.
+and that sum is their whole error. Given the sample sizes, bench.metrics.frechet keeps only
+rank-many eigenvalues and is exact to 1e-9, as is FrechetResampler (its Gram-space route too).
 """
 from __future__ import annotations
 
@@ -115,14 +115,15 @@ def test_reference_root_reuse_equals_frechet_distance():
 @pytest.fixture(scope="module")
 def world():
     """Power-law 2048-d features: a full-rank reference (2500), a full-rank sample (2300) and
-    rank-deficient samples (1500, 500), with different means and scales; their roots."""
+    rank-deficient samples (1500, 500), with different means and scales; their roots, with
+    their ranks (sample size - 1)."""
     basis = rotation(D, 0)
     x = {"ref": power_law_features(2500, basis, 1),
          "full": power_law_features(2300, basis, 2, scale=1.2, shift=0.01),
          "1500": power_law_features(1500, basis, 3, scale=1.2, shift=0.01),
          "500": power_law_features(500, basis, 4, scale=0.9, shift=-0.01)}
     s = {k: stats(v) for k, v in x.items()}
-    roots = {k: ReferenceRoot(*s[k]) for k in ("ref", "full", "500")}
+    roots = {k: ReferenceRoot(*s[k], rank=len(x[k]) - 1) for k in ("ref", "full", "500")}
     return x, s, roots
 
 
@@ -130,55 +131,74 @@ def world():
 def test_full_rank_d2048_matches_sqrtm_and_is_symmetric(world):
     x, s, roots = world
     (mu1, s1), (mu2, s2) = s["full"], s["ref"]
-    fast = roots["ref"].distance(mu1, s1)
+    fast = roots["ref"].distance(mu1, s1, rank=len(x["full"]) - 1)
     assert fast > 0
     assert fast == pytest.approx(frechet_distance_sqrtm(mu1, s1, mu2, s2), rel=1e-6)
+    assert fast == pytest.approx(exact_fd(x["full"], x["ref"]), rel=1e-8)
     assert roots["full"].distance(mu2, s2) == pytest.approx(fast, rel=1e-9)
     # FD(x, x): the smallest eigenvalues of S² (~1e-13) carry rounding of eps·λmax
     assert roots["ref"].distance(mu2, s2) == pytest.approx(0.0, abs=1e-8 * roots["ref"].trace)
 
 
+@pytest.mark.slow
+def test_rank_deficient_d2048_random_covariances_match_sqrtm():
+    """Covariances of 700 and 1000 samples of a random linear map (rank 699 and 999 < 2048):
+    the fast route equals scipy's sqrtm to 1e-6 and the exact value to 1e-9."""
+    rng = np.random.default_rng(5)
+    mix = rng.standard_normal((D, D)) / np.sqrt(D)
+    reference = rng.standard_normal((1000, D)) @ mix
+    sample = rng.standard_normal((700, D)) @ mix * 1.1 + 0.02
+    (mu1, s1), (mu2, s2) = stats(sample), stats(reference)
+    fast = frechet_distance(mu1, s1, mu2, s2, n1=700, n2=1000)
+    assert fast == pytest.approx(frechet_distance_sqrtm(mu1, s1, mu2, s2), rel=1e-6)
+    assert fast == pytest.approx(exact_fd(sample, reference), rel=1e-9)
+
+
 @pytest.mark.parametrize("sample, reference", [("500", "ref"), ("1500", "500")],
                          ids=["500-vs-full", "1500-vs-500"])
 def test_rank_deficient_d2048_against_exact(world, sample, reference):
-    """The exact value is the nuclear-norm route. The d x d route's error is exactly its
-    null-space rounding (asserted to 1e-8), 3e-6 to 1e-5 of FD here; FrechetResampler's Gram
-    route is exact when the sample has the lower rank. torchmetrics' eigvals route (the suite's
-    previous one) is further off than the fast route."""
+    """The exact value is the nuclear-norm route. On a steep spectrum, a d x d route that keeps
+    every eigenvalue of R S R is off by exactly its null-space rounding (asserted to 1e-8),
+    3e-6 to 1e-5 of FD here (scipy's sqrtm and numpy's eigvals are further off still); knowing
+    the sample sizes, the fast route keeps only rank-many eigenvalues and is exact to 1e-9, and
+    so is FrechetResampler."""
     x, s, roots = world
     (mu1, s1), ref = s[sample], roots[reference]
     exact = exact_fd(x[sample], x[reference])
     rank = min(len(x[sample]), len(x[reference])) - 1
-    fast = ref.distance(mu1, s1)
+    fast = ref.distance(mu1, s1, rank=len(x[sample]) - 1)
+    assert fast == pytest.approx(exact, rel=1e-9)
+    assert frechet_distance(mu1, s1, ref.mu, ref.sigma, ref.root, n1=len(x[sample]),
+                            n2=len(x[reference])) == pytest.approx(fast, rel=1e-12)
+    unranked = ReferenceRoot(ref.mu, ref.sigma, ref.root).distance(mu1, s1)
     null = null_space_rounding(s1, ref.root, rank)
-    assert fast + 2.0 * null == pytest.approx(exact, rel=1e-8)
-    assert fast == pytest.approx(exact, rel=3e-5)
-    gram = FrechetResampler(x[sample], ref).fid()
-    if len(x[sample]) <= len(x[reference]):
-        assert gram == pytest.approx(exact, rel=1e-7)
-    else:  # the Gram space of 1500 samples holds the reference's null space: same rounding
-        assert gram == pytest.approx(exact, rel=3e-5)
+    assert null > 1e-7 * exact  # the finding: keeping every eigenvalue costs 2 x this
+    assert unranked + 2.0 * null == pytest.approx(exact, rel=1e-8)
+    assert FrechetResampler(x[sample], ref).fid() == pytest.approx(exact, rel=1e-9)
     if sample == "500":
         old = frechet_distance_eigvals(mu1, s1, ref.mu, ref.sigma)
-        assert abs(old - exact) > abs(fast - exact) and old == pytest.approx(exact, rel=1e-4)
+        assert abs(old - exact) > abs(unranked - exact) > 1e3 * abs(fast - exact)
+        assert old == pytest.approx(exact, rel=1e-4)
 
 
 def test_rank_deficient_sqrtm_is_further_off_than_fast():
     """scipy's sqrtm on a rank-deficient product (d = 1024, 250 vs 1200 samples; the same at
-    d = 2048, 10x slower): off the exact value by more than the fast route."""
+    d = 2048, 10x slower): off the exact value by far more than the fast route."""
     d = 1024
     basis = rotation(d, 7)
     sample = power_law_features(250, basis, 8, scale=1.2, shift=0.01)
     reference = power_law_features(1200, basis, 9)
-    ref = ReferenceRoot(*stats(reference))
     mu1, s1 = stats(sample)
+    mu2, s2 = stats(reference)
     exact = exact_fd(sample, reference)
-    fast = ref.distance(mu1, s1)
-    old = frechet_distance_sqrtm(mu1, s1, ref.mu, ref.sigma)
-    assert fast + 2.0 * null_space_rounding(s1, ref.root, 249) == pytest.approx(exact, rel=1e-8)
-    assert abs(old - exact) > abs(fast - exact)
-    assert old == pytest.approx(exact, rel=1e-4) and fast == pytest.approx(exact, rel=3e-5)
-    assert FrechetResampler(sample, ref).fid() == pytest.approx(exact, rel=1e-7)
+    fast = frechet_distance(mu1, s1, mu2, s2, n1=250, n2=1200)
+    old = frechet_distance_sqrtm(mu1, s1, mu2, s2)
+    assert fast == pytest.approx(exact, rel=1e-9)
+    assert abs(old - exact) > 100 * abs(fast - exact)
+    assert old == pytest.approx(exact, rel=1e-4)
+    ref = ReferenceRoot(mu2, s2, rank=1199)
+    assert FrechetResampler(sample, ref).fid() == pytest.approx(exact, rel=1e-9)
+    assert ref.distance(mu1, s1) == pytest.approx(exact, rel=3e-5)  # only the reference's rank
 
 
 # ------------------------------------------------------------------------- FrechetResampler

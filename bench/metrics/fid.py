@@ -260,12 +260,11 @@ class FIDMetric:
             outer = fid.fake_features_cov_sum.double().cpu().numpy()
         mu = total / n
         sigma = (outer - n * np.outer(mu, mu)) / (n - 1)
-        return self._root().distance(mu, sigma)
+        return self._root().distance(mu, sigma, rank=n - 1)
 
     def _root(self) -> ReferenceRoot:
         if getattr(self, "_reference_root", None) is None:
-            ref = self.reference
-            self._reference_root = ReferenceRoot(ref.mu, ref.sigma, getattr(ref, "root", None))
+            self._reference_root = ReferenceRoot.of(self.reference)
         return self._reference_root
 
     def compute_kid(self) -> tuple[float, float]:

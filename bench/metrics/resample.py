@@ -38,7 +38,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .frechet import ReferenceRoot
+from .frechet import ReferenceRoot, min_rank, sqrt_eigen_sum
 
 LEVEL = 0.95
 FID_INF_MIN_PROMPTS = 10   # N/5 must leave at least 2 prompts for the smallest subset
@@ -148,6 +148,7 @@ class FrechetResampler:
         self.sq = (self.y * self.y).sum(1)                               # (N,) |y_i|²
         self.offset = self.mean - torch.as_tensor(reference.mu, dtype=torch.float64, device=dev)
         self.ref_trace = reference.trace
+        self.ref_rank = getattr(reference, "rank", None)
 
     def _tensor(self, weights) -> torch.Tensor:
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=self.device)
@@ -176,11 +177,13 @@ class FrechetResampler:
                 float(u @ ku) * (u[:, None] * u[None, :])                # P K P, P = I - u uᵀ
         else:
             m = a.T @ a - total * torch.outer(zbar, zbar)
-        return self._distance(ybar, trace, m / (total - 1))
+        return self._distance(ybar, trace, m / (total - 1), len(nz) - 1)
 
-    def _distance(self, ybar: torch.Tensor, trace: float, m: torch.Tensor) -> float:
-        lam = torch.linalg.eigvalsh((m + m.T) / 2)
-        tr_sqrt = float(lam.clamp_min(0).sqrt().sum())
+    def _distance(self, ybar: torch.Tensor, trace: float, m: torch.Tensor, rank: int) -> float:
+        """FD from the mean offset, tr S and the symmetric R S R (or its Gram twin) whose rank is
+        at most `rank` (distinct images - 1): only that many eigenvalues are kept."""
+        lam = torch.linalg.eigvalsh((m + m.T) / 2).cpu().numpy()
+        tr_sqrt = sqrt_eigen_sum(lam, min_rank(rank, self.ref_rank))
         diff = self.offset + ybar
         return float(diff @ diff) + trace + self.ref_trace - 2.0 * tr_sqrt
 
@@ -199,10 +202,12 @@ class FrechetResampler:
         ysum = torch.zeros(self.d, dtype=torch.float64, device=dev)
         zsum = torch.zeros(self.d, dtype=torch.float64, device=dev)
         qsum, total, start, out = 0.0, 0.0, 0, []
+        seen = torch.zeros(self.n, dtype=torch.bool, device=dev)  # distinct images so far
         for s in sizes:
             w = torch.as_tensor(weights(sequence[start:s]), dtype=torch.float64, device=dev)
             nz = torch.nonzero(w > 0).squeeze(1)
             w = w[nz]
+            seen[nz] = True
             a = self.z[nz] * w.sqrt()[:, None]
             gram += a.T @ a
             ysum += w @ self.y[nz]
@@ -216,7 +221,7 @@ class FrechetResampler:
             ybar, zbar = ysum / total, zsum / total
             trace = (qsum - total * float(ybar @ ybar)) / (total - 1)
             m = (gram - total * torch.outer(zbar, zbar)) / (total - 1)
-            out.append(self._distance(ybar, trace, m))
+            out.append(self._distance(ybar, trace, m, int(seen.sum()) - 1))
         return np.array(out)
 
 
