@@ -16,8 +16,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def two_defaults(paper, world) -> str:
-    """Help text of a flag whose default depends on the data: the paper's, or the world's."""
-    return f" (default: {paper}; on a calibration world: {world})"
+    """Help text of a flag whose default depends on the data: the paper's, or the embedded
+    default's (a data-defaults plugin, bench.plugins)."""
+    if world is None:
+        return f" (default: {paper})"
+    return f" (default: {paper}; on the embedded default data: {world})"
 
 
 def fill_defaults(args: argparse.Namespace, values: dict) -> dict:
@@ -74,14 +77,13 @@ def add_execution_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 
 def add_clip_args(group, *, model: str | None = "ViT-L-14", model_help: str = "") -> None:
-    """--clip-model and --clip-pretrained (open_clip; `calibration-world`: the bundled tower)."""
+    """--clip-model and --clip-pretrained (open_clip, or a scorer a plugin registered)."""
     group.add_argument("--clip-model", default=model, metavar="NAME",
-                       help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO), or "
-                       "calibration-world (the calibration world's bundled CLIP-style tower)"
-                       + model_help)
+                       help="open_clip model name (or local-dir:DIR, hf-hub:ORG/REPO), or the name "
+                       "of a scorer registered by a plugin (bench.metrics.clip_score)" + model_help)
     group.add_argument("--clip-pretrained", default="openai", metavar="TAG|PATH",
-                       help="open_clip pretrained tag or a local weights file (calibration-world: "
-                       "a tower file, else the bundled one)")
+                       help="open_clip pretrained tag or a local weights file (a plugin's scorer: "
+                       "its weights file, else its default)")
 
 
 def add_statistics_args(group, *, bootstrap: int = 200, fid: bool = True) -> None:
@@ -114,4 +116,5 @@ def statistics_options(args: argparse.Namespace, device: str = "cpu"):
                         fid_inf_points=getattr(args, "fid_inf_points", 0),
                         fid_inf_bootstrap=getattr(args, "fid_inf_bootstrap", 0),
                         reference_config=args.reference_config,
-                        kid=bool(getattr(args, "kid", False)), device=str(device))
+                        kid=bool(getattr(args, "kid", False)), device=str(device),
+                        prdc_samples=int(getattr(args, "prdc_samples", 10000)))

@@ -33,7 +33,8 @@ from .sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
 
 # The paper's protocol: what a flag left out means on real data (Inception: the torch.hub cache).
 PAPER = {"num_samples": 30000, "guidance": PAPER_GUIDANCE, "thresholding": PAPER_THRESHOLDING,
-         "steps": 64, "clip_model": "ViT-L-14"}
+         "steps": 64, "clip_model": "ViT-L-14", "fid_network": "inception", "cmmd_network": "clip",
+         "prdc_features": "dinov2", "metrics": "fid,clip_score"}
 
 EPILOG = """examples:
   # no arguments: the bundled cascade on the calibration world, offline, a few minutes on a CPU
@@ -83,10 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
                       aug_help=" (paper: 0 gives the best FID)")
     add_execution_args(p)
     met = p.add_argument_group("metrics")
+    met.add_argument("--metrics", default=None, metavar="LIST",
+                     help="comma list of fid[:NET], kid[:NET], cmmd[:NET], prdc[:NET], fd-dinov2 "
+                     "(= fid:dinov2), clip_score; NET is a registered feature network "
+                     "(bench.metrics.networks)" + two_defaults("fid,clip_score", cw_default("metrics")))
+    met.add_argument("--fid-network", default=None, metavar="NET",
+                     help="feature network of FID" + two_defaults("inception", cw_default("fid_network")))
+    met.add_argument("--cmmd-network", default=None, metavar="NET",
+                     help="feature network of cmmd" + two_defaults("clip (ViT-L-14-336, openai)",
+                                                                   cw_default("cmmd_network")))
+    met.add_argument("--prdc-features", default=None, metavar="NET",
+                     help="feature network of prdc" + two_defaults("dinov2", cw_default("prdc_features")))
+    met.add_argument("--prdc-samples", type=int, default=10000, metavar="N",
+                     help="precision/recall/density/coverage on at most N images per side (seeded)")
+    met.add_argument("--network-weights", action="append", default=[], metavar="NET=SOURCE",
+                     help="weights of a feature network: a file, folder or cached model id "
+                     "(clip: MODEL@TAG|PATH; dinov2: a save_pretrained folder or hub id); repeatable")
+    met.add_argument("--pareto", default="fid,clip_score", metavar="X,Y",
+                     help="the two metrics of pareto.png (summary.csv columns, e.g. cmmd_clip,clip_score)")
     met.add_argument("--inception-weights", default=None, metavar="PATH",
-                     help="torch-fidelity InceptionV3 weights file, or calibration-world (the "
-                     "world's bundled feature network) (default: the TORCH_HOME cache copy; on a "
-                     "calibration world: calibration-world)")
+                     help="torch-fidelity InceptionV3 weights file (default: the TORCH_HOME cache "
+                     "copy); the same as --network-weights inception=PATH")
     met.add_argument("--fid-dims", type=int, choices=[64, 192, 768, 2048], default=2048,
                      help="Inception feature layer of FID (2048 = the standard pool3 features)")
     add_clip_args(met, model=None, model_help=two_defaults(PAPER["clip_model"],
@@ -102,10 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cw_default(name: str):
-    """The calibration-world default of a flag (calibration_world/defaults.py)."""
-    from calibration_world.defaults import COCO_FID
+    """The embedded default's value of a flag (the data-defaults plugin, bench.plugins)."""
+    from .plugins import data_defaults
 
-    return COCO_FID[name]
+    d = data_defaults()
+    return d.flags("coco_fid").get(name) if d is not None else None
 
 
 class UserError(Exception):
@@ -113,41 +132,44 @@ class UserError(Exception):
 
 
 def default_model() -> str:
-    """`--model` left out: the bundled cascade, or a UserError when this checkout lacks it."""
-    from calibration_world.defaults import bundled_cascade
+    """`--model` left out: the embedded default's model, or a UserError when there is none."""
+    from .plugins import data_defaults
 
-    try:
-        path = bundled_cascade()
-    except ImportError:  # a checkout from before the cascade was bundled
-        raise UserError("this checkout has no bundled calibration-world cascade; pass --model "
-                        "CKPT") from None
+    d = data_defaults()
+    if d is None:
+        raise UserError("no --model given and no embedded default installed; pass --model CKPT")
+    path = Path(d.default_model())
     if not (path / "cascade.json").is_file():
-        raise UserError(f"the bundled calibration-world cascade is missing ({path}/cascade.json); "
+        raise UserError(f"the bundled {d.name} cascade is missing ({path}/cascade.json); "
                         "reinstall the package, or pass --model CKPT")
     return str(path)
 
 
 def resolve_defaults(args, *, progress: bool = True) -> dict:
-    """Fill in the flags left out (the rule: calibration_world/defaults.py).
+    """Fill in the flags left out (the data-defaults plugin's rule; for the calibration world,
+    calibration_world/defaults.py).
 
-    Returns run.json's "defaults" (which set, the values filled in) and, on a calibration world,
+    Returns run.json's "defaults" (which set, the values filled in) and, on the plugin's data,
     "world".
     """
-    from calibration_world import defaults as cw
+    from .plugins import data_defaults, defaults_of
 
     filled = {}
     if args.model is None:
         args.model = filled["model"] = default_model()
     if args.coco_root is None:
+        d = data_defaults()
+        if d is None:
+            raise UserError("no --coco-root given and no embedded default installed")
         try:
-            args.coco_root = filled["coco_root"] = str(cw.ensure_world(progress=progress))
+            args.coco_root = filled["coco_root"] = str(d.ensure_data(progress=progress))
         except (OSError, ValueError) as e:
-            raise UserError(f"the calibration world could not be made: {e}") from None
-    world = cw.is_world(args.coco_root)
-    filled.update(fill_defaults(args, {**PAPER, **cw.COCO_FID} if world else PAPER))
-    record = {"defaults": {"set": "calibration-world" if world else "paper", "filled": filled}}
-    if world:
-        record["world"] = cw.world_record(args.coco_root, filled)
+            raise UserError(f"the {d.name} data could not be made: {e}") from None
+    plugin = defaults_of(args.coco_root)
+    filled.update(fill_defaults(args, {**PAPER, **plugin.flags("coco_fid")} if plugin else PAPER))
+    record = {"defaults": {"set": plugin.name if plugin else "paper", "filled": filled}}
+    if plugin:
+        record["world"] = plugin.record(args.coco_root, filled)
     return record
 
 
@@ -166,7 +188,71 @@ def _grid(args) -> list:
     except ValueError as e:
         raise UserError(str(e)) from None
     check_reference_config(args, grid)
+    args.metric_plan = metric_plan(args)
     return grid
+
+
+def network_sources(args) -> dict[str, str | None]:
+    """--network-weights NET=SOURCE (and --inception-weights) as {network: source}."""
+    sources = {}
+    for item in getattr(args, "network_weights", None) or []:
+        name, sep, source = item.partition("=")
+        if not sep or not name or not source:
+            raise UserError(f"--network-weights {item!r}: expected NET=SOURCE")
+        sources[name] = source
+    if getattr(args, "inception_weights", None) is not None:
+        sources.setdefault("inception", args.inception_weights)
+    return sources
+
+
+def metric_plan(args):
+    """The MetricPlan of --metrics (bench.metrics.suite); UserError if it names unknown things."""
+    from .metrics import networks
+    from .metrics.suite import parse_metrics
+
+    defaults = {"fid": args.fid_network, "kid": args.fid_network, "cmmd": args.cmmd_network,
+                "prdc": args.prdc_features}
+    if args.prdc_samples < 2:
+        raise UserError("--prdc-samples must be at least 2")
+    try:
+        plan = parse_metrics(args.metrics, defaults, kid=args.kid)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    known = networks.names()
+    unknown = [n for n in plan.networks() if n not in known]
+    if unknown:
+        raise UserError(f"unknown feature network {unknown[0]!r} (registered: {', '.join(known)})")
+    if not plan.clip_score:
+        raise UserError("--metrics must include clip_score (the Pareto curves' other axis)")
+    args.pareto_axes = pareto_axes(args.pareto, plan)
+    args.kid = plan.kid  # `kid` in --metrics is --kid
+    return plan
+
+
+def pareto_axes(text: str, plan) -> tuple[str, str]:
+    """--pareto Y,X as two summary.csv columns; a metric's name stands for its first column
+    ('cmmd' -> 'cmmd_clip', 'fd-dinov2' -> 'fid_dinov2')."""
+    from .metrics.suite import ALIASES, KINDS
+
+    columns = (["fid", "fid_inf"] if plan.fid_network else []) + (["kid"] if plan.kid else []) \
+        + ["clip_score"]
+    names = {}
+    for spec in plan.extra:
+        columns += [c for c in spec.columns() if not c.endswith(("_ci_low", "_ci_high"))]
+        names.setdefault(spec.kind, spec.column(KINDS[spec.kind].quantities[0]))
+        names.setdefault(spec.label, spec.column(KINDS[spec.kind].quantities[0]))
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2:
+        raise UserError(f"--pareto {text!r}: give two metrics, Y,X (e.g. fid,clip_score)")
+    out = []
+    for t in parts:
+        t = ALIASES.get(t, t)
+        col = t if t in columns else names.get(t)
+        if col is None:
+            raise UserError(f"--pareto: {t!r} is not a metric of this run (columns: "
+                            f"{', '.join(columns)})")
+        out.append(col)
+    return out[0], out[1]
 
 
 def check_reference_config(args, grid) -> None:
@@ -197,8 +283,10 @@ def _check_weights(args) -> None:
     """Stop before any work when a metric's weights are not on this machine."""
     from .weights import WeightsNotFoundError, check_weights
 
+    sources = network_sources(args)
+    wanted = {n: sources.get(n) for n in args.metric_plan.networks()}
     try:
-        check_weights(inception_weights=args.inception_weights, clip_model=args.clip_model,
+        check_weights(fid=False, networks=wanted, clip_model=args.clip_model,
                       clip_pretrained=args.clip_pretrained)
     except (WeightsNotFoundError, ValueError) as e:  # missing file; unknown open_clip tag
         raise UserError(str(e)) from None
@@ -251,20 +339,24 @@ def load_model(args, device, configs, items):
 
 
 def _metrics(args, device):
-    """(FID extractor, CLIP scorer), loaded before any generation."""
-    from .metrics.clip_score import ClipScorer
-    from .metrics.fid import load_fid_extractor
+    """({network name: feature network}, CLIP scorer), loaded before any generation."""
+    from .metrics import networks
+    from .metrics.clip_score import make_clip_scorer
     from .weights import WeightsNotFoundError
 
+    sources = network_sources(args)
+    loaded = {}
     try:
-        extractor = load_fid_extractor(args.inception_weights, device=device, dims=args.fid_dims)
-        scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=device)
+        for name in args.metric_plan.networks():
+            options = {"dims": args.fid_dims} if name == "inception" and args.fid_dims != 2048 else {}
+            loaded[name] = networks.load(name, sources.get(name), device=device, **options)
+        scorer = make_clip_scorer(args.clip_model, args.clip_pretrained, device=device)
     except (WeightsNotFoundError, ValueError) as e:  # missing, or not the weights of that network
         raise UserError(str(e)) from None
-    return extractor, scorer
+    return loaded, scorer
 
 
-def _reference(args, extractor, dist):
+def _reference(args, extractor, dist, *, keep_features: bool = False):
     """Reference statistics of the COCO images: rank 0 computes (or reads) the cache first."""
     from coco.captions import CocoFormatError
     from coco.reference import reference_stats
@@ -274,7 +366,7 @@ def _reference(args, extractor, dist):
         return reference_stats(args.coco_root, extractor, split="val2014",
                                limit=args.reference_limit, batch_size=args.batch_size,
                                progress=not args.no_progress and dist.rank == 0,
-                               keep_features=args.kid, **kwargs)
+                               keep_features=keep_features, **kwargs)
 
     try:
         if dist.rank == 0:
@@ -285,6 +377,14 @@ def _reference(args, extractor, dist):
     except (CocoFormatError, FileNotFoundError, ValueError) as e:  # no, unreadable, too few images
         raise UserError(str(e)) from None
     return ref
+
+
+def _references(args, loaded: dict, dist) -> dict:
+    """{network: ReferenceStats}, with the reference features where a metric needs them."""
+    plan = args.metric_plan
+    need = plan.feature_networks()
+    return {name: _reference(args, net, dist, keep_features=name in need)
+            for name, net in loaded.items()}
 
 
 def _prompts_sha256(rows: list[dict]) -> str:
@@ -302,9 +402,19 @@ def model_spec(args, adapter) -> dict:
     return model
 
 
-def _spec(args, adapter, configs, prompts, extractor, scorer) -> dict:
+def _spec(args, adapter, configs, prompts, loaded, scorer) -> dict:
     """What determines the results; a rerun into the same --out must match it."""
     model = model_spec(args, adapter)
+    plan = args.metric_plan
+    metrics = {}
+    if plan.fid_network:
+        metrics["fid"] = loaded[plan.fid_network].protocol
+    metrics.update(clip=scorer.protocol, kid=plan.kid,
+                   reference={"split": "val2014", "limit": args.reference_limit})
+    if plan.extra:  # only then, so the paper's runs keep their spec
+        metrics["extra"] = {s.label: loaded[s.network].protocol for s in plan.extra}
+        if any(s.kind == "prdc" for s in plan.extra):
+            metrics["prdc_samples"] = args.prdc_samples
     return {
         "benchmark": "coco_fid",
         "model": model,
@@ -312,8 +422,7 @@ def _spec(args, adapter, configs, prompts, extractor, scorer) -> dict:
         "grid": [c.to_dict() for c in configs],
         "base_seed": args.seed,
         "images_per_prompt": 1,
-        "metrics": {"fid": extractor.protocol, "clip": scorer.protocol, "kid": args.kid,
-                    "reference": {"split": "val2014", "limit": args.reference_limit}},
+        "metrics": metrics,
     }
 
 
@@ -326,9 +435,9 @@ class Job:
     configs: list        # [SamplingConfig]
     prompts: list        # prompts.jsonl records
     items: list          # [WorkItem] of the whole run
-    extractor: object    # FID FeatureExtractor
+    networks: dict       # {name: feature network}, the FID network first
     scorer: object       # ClipScorer
-    reference: object    # ReferenceStats
+    references: dict     # {name: ReferenceStats}
 
 
 def _now() -> str:
@@ -372,17 +481,20 @@ def prepare(args, argv: list[str], configs: list, device, dist, extra: dict | No
     prompts, source = _prompts(args)
     items = plan_items(configs, prompts, 1, args.seed)
     adapter = load_model(args, device, configs, items)
-    extractor, scorer = _metrics(args, device)
+    loaded, scorer = _metrics(args, device)
     run = RunDir(args.out)
-    spec = _spec(args, adapter, configs, prompts, extractor, scorer)
+    spec = _spec(args, adapter, configs, prompts, loaded, scorer)
     record = {"command": "python -m bench.coco_fid", "argv": argv, "model": adapter.describe(),
-              "prompt_source": source, "args": vars(args),
+              "prompt_source": source,
+              "args": {k: v for k, v in vars(args).items() if k != "metric_plan"},
               **provenance(device, dist.world_size), "started": _now(), **(extra or {})}
     open_run(run, spec, record, prompts, dist)
-    reference = _reference(args, extractor, dist)
-    if dist.rank == 0:
-        run.update_run(reference={"n": reference.n, "protocol": reference.protocol})
-    return Job(run, adapter, configs, prompts, items, extractor, scorer, reference)
+    references = _references(args, loaded, dist)
+    if dist.rank == 0 and references:
+        first = references[next(iter(references))]
+        run.update_run(reference={"n": first.n, "protocol": first.protocol},
+                       references={k: {"n": r.n, "protocol": r.protocol} for k, r in references.items()})
+    return Job(run, adapter, configs, prompts, items, loaded, scorer, references)
 
 
 def execute(job: Job, args, dist) -> dict | None:
@@ -390,17 +502,23 @@ def execute(job: Job, args, dist) -> dict | None:
     from .plots import pareto_plot
     from .scoring import Scorers, flatten_protocol, score_run
 
-    run, progress = job.run, not args.no_progress
+    run, progress, plan = job.run, not args.no_progress, args.metric_plan
     stats = generate_images(run, job.adapter, job.configs, job.items, args, dist)
-    protocol = {**flatten_protocol("fid", job.extractor.protocol),
-                "fid_reference_n": job.reference.n, **flatten_protocol("clip", job.scorer.protocol)}
-    options = statistics_options(args, job.extractor.device)
-    scorers = Scorers(job.extractor, job.scorer, job.reference, options, protocol)
+    protocol = {}
+    if plan.fid_network:
+        protocol.update(flatten_protocol("fid", job.networks[plan.fid_network].protocol),
+                        fid_reference_n=job.references[plan.fid_network].n)
+    protocol.update(flatten_protocol("clip", job.scorer.protocol))
+    options = statistics_options(args, _device(args))
+    scorers = Scorers(job.networks.get(plan.fid_network), job.scorer,
+                      job.references.get(plan.fid_network), options, protocol, plan=plan,
+                      networks=job.networks, references=job.references)
     rows = score_run(run, job.configs, scorers, batch_size=args.batch_size, dist=dist,
                      progress=progress)
     if dist.rank != 0:
         return None
-    pareto = pareto_plot(rows, run.pareto,
+    y, x = args.pareto_axes
+    pareto = pareto_plot(rows, run.pareto, y=y, x=x,
                          title=f"{job.adapter.model_id}, {len(job.prompts)} prompts per config")
     run.mark_stage("metrics", {"complete": True, "summary": run.relative(run.summary),
                                "comparisons": "metrics/comparisons.csv",

@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per prompt (the paper's raters compared sets of 8)"
                    + two_defaults(PAPER["samples_per_prompt"], cw_default("samples_per_prompt")))
     p.add_argument("--limit-per-category", type=int, default=None, metavar="N",
-                   help="only the first N prompts of each category (default: all; on a "
-                   f"calibration world: {cw_default('limit_per_category')})")
+                   help="only the first N prompts of each category"
+                   + two_defaults("all", cw_default("limit_per_category")))
     p.add_argument("--categories", default=None, metavar="NAME,...",
                    help="comma list of categories (default: all)")
     add_sampling_args(p, guidance=None, thresholding=None, steps=None,
@@ -105,39 +105,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cw_default(name: str):
-    """The calibration-world default of a flag (calibration_world/defaults.py)."""
-    from calibration_world.defaults import DRAWBENCH
+    """The embedded default's value of a flag (the data-defaults plugin, bench.plugins)."""
+    from .plugins import data_defaults
 
-    return DRAWBENCH[name]
+    d = data_defaults()
+    return d.flags("drawbench").get(name) if d is not None else None
 
 
 def world_of(prompts: str) -> Path | None:
-    """The calibration world a --prompts value lies in (a file in a folder with world.json)."""
-    from calibration_world.defaults import is_world
+    """The plugin data folder a --prompts value lies in (a prompt file inside it), else None."""
+    from .plugins import defaults_of
 
     folder = Path(prompts.split(":", 1)[1] if prompts.startswith("drawbench:") else prompts).parent
-    return folder if is_world(folder) else None
+    return folder if defaults_of(folder) is not None else None
 
 
 def resolve_defaults(args, *, progress: bool = True) -> dict:
-    """Fill in the flags left out (the rule: calibration_world/defaults.py); returns run.json's
-    "defaults" and, on a calibration world, "world"."""
-    from calibration_world import defaults as cw
+    """Fill in the flags left out (the data-defaults plugin's rule; for the calibration world,
+    calibration_world/defaults.py); returns run.json's "defaults" and, on the plugin's data,
+    "world"."""
+    from .plugins import data_defaults, defaults_of
 
     filled = {}
     if args.model is None:
         args.model = filled["model"] = default_model()
     if args.prompts is None:
+        d = data_defaults()
+        if d is None:
+            raise UserError("no --prompts given and no embedded default installed")
         try:
-            root = cw.ensure_world(progress=progress)
+            root = d.ensure_data(progress=progress)
         except (OSError, ValueError) as e:
-            raise UserError(f"the calibration world could not be made: {e}") from None
+            raise UserError(f"the {d.name} data could not be made: {e}") from None
         args.prompts = filled["prompts"] = str(root / "prompts.csv")
     world = world_of(args.prompts)
-    filled.update(fill_defaults(args, {**PAPER, **cw.DRAWBENCH} if world else PAPER))
-    record = {"defaults": {"set": "calibration-world" if world else "paper", "filled": filled}}
-    if world:
-        record["world"] = cw.world_record(world, filled)
+    plugin = defaults_of(world) if world else None
+    filled.update(fill_defaults(args, {**PAPER, **plugin.flags("drawbench")} if plugin else PAPER))
+    record = {"defaults": {"set": plugin.name if plugin else "paper", "filled": filled}}
+    if plugin:
+        record["world"] = plugin.record(world, filled)
     return record
 
 
@@ -271,7 +277,7 @@ def write_categories(run, configs, *, samples: int, seed: int) -> Path:
 
 def run_drawbench(args, argv: list[str]) -> dict | None:
     """Every stage; returns {rows, categories, n_images} on rank 0, else None."""
-    from .metrics.clip_score import ClipScorer
+    from .metrics.clip_score import make_clip_scorer
     from .runner import distributed, plan_items
     from .runs import RunDir, provenance
     from .scoring import Scorers, flatten_protocol, score_run
@@ -286,7 +292,7 @@ def run_drawbench(args, argv: list[str]) -> dict | None:
         items = plan_items(configs, prompts, args.samples_per_prompt, args.seed)
         adapter = load_model(args, device, configs, items)
         try:
-            scorer = ClipScorer(args.clip_model, args.clip_pretrained, device=device)
+            scorer = make_clip_scorer(args.clip_model, args.clip_pretrained, device=device)
         except (WeightsNotFoundError, ValueError) as e:
             raise UserError(str(e)) from None
         run = RunDir(args.out)

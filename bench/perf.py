@@ -39,7 +39,7 @@ from imagen_ref.diffusion import Schedule
 from imagen_ref.guidance import make_denoiser
 from imagen_ref.samplers import sample_ddim, time_grid
 
-from . import peers, perf_fid, perf_uncertainty, perf_votes
+from . import peers, perf_fid, perf_metrics, perf_networks, perf_uncertainty, perf_votes
 from .cli import HelpFormatter
 
 # Perf configs as overrides of `tiny-base` (text_dim 384, MiniLM-L6), used until configs.py
@@ -457,6 +457,10 @@ SUBCOMMANDS = {
               "rating-app vote latency (median, p99) with concurrent simulated raters"),
     "frechet": (perf_uncertainty.add_frechet_args, perf_uncertainty.cmd_frechet,
                 "FID seconds (fast exact route vs the old ones) and the cost of its uncertainty"),
+    "metrics": (perf_metrics.add_metrics_args, perf_metrics.cmd_metrics,
+                "CMMD and PRDC seconds and peak memory, bootstrap replicates timed apart"),
+    "networks": (perf_networks.add_networks_args, perf_networks.cmd_networks,
+                 "per-image feature time of each feature network (inception, clip, dinov2)"),
 }
 
 EPILOG = """examples:

@@ -65,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def demo_inputs(args) -> str | None:
     """Fill runs, --out and --ratings from the demo's files; an error message if there are none."""
-    from calibration_world.defaults import demo_layout
+    from .plugins import data_defaults
 
-    demo = demo_layout()
+    plugin = data_defaults()
+    if plugin is None or plugin.demo_layout is None:
+        return "no RUN_DIR given and no embedded demo installed: name run directories"
+    demo = plugin.demo_layout()
     args.runs = [str(demo[k]) for k in ("coco_fid", "drawbench") if (demo[k] / "run.json").is_file()]
     if not args.runs:
         return ("no RUN_DIR given and no demo runs in runs/demo: run `make demo` first (about 15 "

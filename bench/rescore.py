@@ -101,9 +101,12 @@ def rescore(run_dir: str | Path, *, progress: bool = True, **overrides) -> list[
     for flag in ("bootstrap", "fid_inf_points", "fid_inf_bootstrap"):
         if getattr(options, flag) < 0:
             raise UserError(f"--{flag.replace('_', '-')} must be 0 or more")
+    from .metrics.suite import MetricPlan
+
+    plan = MetricPlan.from_record(record["plan"]) if "plan" in record else None
     try:
         rows = summarize(run, configs, record["protocol"], options,
-                         feature_name=record["feature_name"], progress=progress)
+                         feature_name=record["feature_name"], progress=progress, plan=plan)
     except (FileNotFoundError, ValueError) as e:  # a stored file missing or not the run's
         raise UserError(str(e)) from None
     _derived_files(run, configs, rows, options)
@@ -121,8 +124,9 @@ def _derived_files(run, configs, rows: list[dict], options) -> None:
         from .plots import pareto_plot
 
         prompts = spec.get("prompts", {}).get("n", "")
-        pareto_plot(rows, run.pareto, title=f"{spec.get('model', {}).get('model_id', '')}, "
-                                            f"{prompts} prompts per config")
+        y, x = (run.read_run() or {}).get("args", {}).get("pareto_axes") or ("fid", "clip_score")
+        pareto_plot(rows, run.pareto, y=y, x=x,
+                    title=f"{spec.get('model', {}).get('model_id', '')}, {prompts} prompts per config")
     stages = (run.read_run() or {}).get("stages", {})
     if "metrics" in stages:
         run.mark_stage("metrics", {**stages["metrics"], "statistics": options.record()})

@@ -31,7 +31,7 @@ from .feature_store import (RowWriter, clear_partial, features_dir, keys_sha256,
 from .runner import Dist, shard
 from .runs import RunDir, atomic_write_json, atomic_write_text, csv_text, read_csv
 from .sampling import SamplingConfig
-from .statistics import REFERENCE_FILE, SUMMARY_FIELDS, StatsOptions, summarize
+from .statistics import REFERENCE_FILE, SUMMARY_FIELDS, StatsOptions, reference_path, summarize
 
 PER_IMAGE_FIELDS = ["config_key", "prompt_id", "k", "clip_cosine"]
 # Test hook: a process SIGKILLs itself after writing this many feature batches (a crash while
@@ -50,13 +50,17 @@ def _maybe_kill() -> None:
 
 @dataclass
 class Scorers:
-    """What the metric stage needs: the FID network and its reference, and a CLIP scorer."""
+    """What the metric stage needs: the FID network and its reference, a CLIP scorer, and the
+    other metrics' networks and references (bench.metrics.suite)."""
 
-    extractor: object | None           # FID feature network (bench.metrics.fid.FeatureExtractor)
+    extractor: object | None           # FID feature network (bench.metrics.networks)
     clip: object                       # ClipScorer (bench.metrics.clip_score)
     reference: object | None = None    # coco.reference.ReferenceStats of the extractor's protocol
     options: StatsOptions = field(default_factory=StatsOptions)
     protocol: dict | None = None       # flat protocol fields added to every summary row
+    plan: object | None = None         # bench.metrics.suite.MetricPlan (None: FID and CLIP only)
+    networks: dict = field(default_factory=dict)    # {name: feature network}, FID's included
+    references: dict = field(default_factory=dict)  # {name: ReferenceStats}
 
     @property
     def feature_name(self) -> str | None:
@@ -64,6 +68,14 @@ class Scorers:
         if self.extractor is None:
             return None
         return getattr(self.extractor, "feature_name", "inception")
+
+    def all_networks(self) -> dict:
+        """{stored file name: network} of every network whose features the run stores."""
+        out = {self.feature_name: self.extractor} if self.extractor is not None else {}
+        for name, net in self.networks.items():
+            if net is not self.extractor:
+                out[name] = net
+        return out
 
 
 def _image_batches(paths: Sequence, batch_size: int):
@@ -91,26 +103,27 @@ def score_config(run: RunDir, config: SamplingConfig, records: list[dict], texts
 
     Returns: the config's record (n_images, clip_truncated, seconds) on rank 0, else None.
     """
-    key, name, extractor = config.config_key, scorers.feature_name, scorers.extractor
+    key = config.config_key
+    nets = scorers.all_networks()
     mine = shard(records, dist)
     folder = features_dir(run.metrics, key)
     if dist.rank == 0:
         clear_partial(folder)  # what a killed attempt at this config left
     dist.barrier()
-    writer = RowWriter(part_path(folder, name, dist.rank), len(mine), extractor.dims) \
-        if extractor is not None else None
+    writers = {name: RowWriter(part_path(folder, name, dist.rank), len(mine), net.dims)
+               for name, net in nets.items()}
     cosines = np.zeros(len(mine))
     truncated = 0
     for idx, images in _image_batches([run.root / r["path"] for r in mine], batch_size):
-        if writer is not None:
-            writer.write(idx.start, extractor(images).float().cpu().numpy())
+        for name, net in nets.items():
+            writers[name].write(idx.start, net(images).float().cpu().numpy())
             _maybe_kill()
         cos, n_trunc = scorers.clip.cosines(images, [texts[mine[i]["prompt_id"]] for i in idx])
         cosines[idx.start:idx.stop] = np.asarray(cos, dtype=np.float64)
         truncated += int(n_trunc)
         if bar is not None:
             bar.update(len(idx) * dist.world_size)
-    if writer is not None:
+    for writer in writers.values():
         writer.close()
     keys = [(r["prompt_id"], int(r["k"])) for r in mine]
     parts = dist.gather((keys, cosines.tolist(), truncated))
@@ -118,10 +131,10 @@ def score_config(run: RunDir, config: SamplingConfig, records: list[dict], texts
     if dist.rank != 0:
         return None
     all_keys = [(r["prompt_id"], int(r["k"])) for r in records]
-    if extractor is not None:
-        merge_parts(folder, name, dist.world_size, len(records), extractor.dims,
-                    {"rows": len(records), "dims": extractor.dims, "network": name,
-                     "keys_sha256": keys_sha256(all_keys), "protocol": extractor.protocol})
+    for name, net in nets.items():
+        merge_parts(folder, name, dist.world_size, len(records), net.dims,
+                    {"rows": len(records), "dims": net.dims, "network": name,
+                     "keys_sha256": keys_sha256(all_keys), "protocol": net.protocol})
     per_image = {}
     for keys, values, _ in parts:
         per_image.update(zip(keys, values))
@@ -135,9 +148,10 @@ def score_config(run: RunDir, config: SamplingConfig, records: list[dict], texts
     return record
 
 
-def _store_reference(run: RunDir, reference) -> None:
-    """metrics/reference.npz: the FID reference statistics (with root) the run is scored against."""
-    path = run.metrics / REFERENCE_FILE
+def _store_reference(run: RunDir, reference, path=None) -> None:
+    """metrics/reference.npz: the FID reference statistics (with root) the run is scored against
+    (other networks: metrics/references/<network>.npz, with features where a metric needs them)."""
+    path = path or run.metrics / REFERENCE_FILE
     if path.is_file():
         from coco.reference import ReferenceStats
 
@@ -174,6 +188,10 @@ def score_run(run: RunDir, configs: Sequence[SamplingConfig], scorers: Scorers, 
     dist.barrier()
     if dist.rank == 0 and scorers.extractor is not None:
         _store_reference(run, scorers.reference)
+    if dist.rank == 0:
+        for name, ref in scorers.references.items():
+            if scorers.plan is not None and any(s.network == name for s in scorers.plan.extra):
+                _store_reference(run, ref, reference_path(run, name))
     total = sum(len(by_config[c.config_key]) for c in todo)
     bar = tqdm(total=total, desc="metrics", unit="img", dynamic_ncols=True,
                disable=not progress or dist.rank != 0)
@@ -185,12 +203,12 @@ def score_run(run: RunDir, configs: Sequence[SamplingConfig], scorers: Scorers, 
     if dist.rank != 0:
         return None
     return write_tables(run, configs, scorers.protocol or {}, scorers.options,
-                        feature_name=scorers.feature_name, progress=progress)
+                        feature_name=scorers.feature_name, progress=progress, plan=scorers.plan)
 
 
 def write_tables(run: RunDir, configs: Sequence[SamplingConfig], protocol: dict,
                  options: StatsOptions, *, feature_name: str | None,
-                 progress: bool = True) -> list[dict]:
+                 progress: bool = True, plan=None) -> list[dict]:
     """metrics/per_image.csv from the per-config files, then the statistics (summary.csv last
     among the tables that mark the stage; bench.statistics)."""
     per_image = []
@@ -198,7 +216,7 @@ def write_tables(run: RunDir, configs: Sequence[SamplingConfig], protocol: dict,
         per_image += read_csv(run.config_metrics / f"{c.config_key}.csv")
     atomic_write_text(run.per_image, csv_text(per_image, PER_IMAGE_FIELDS))
     return summarize(run, configs, protocol, options, feature_name=feature_name,
-                     progress=progress)
+                     progress=progress, plan=plan)
 
 
 def flatten_protocol(prefix: str, protocol: dict) -> dict:

@@ -54,7 +54,13 @@ COMPARISON_FIELDS = ["config_key", "reference_key", *CONFIG_FIELDS[1:], "n_promp
                      "delta_clip", "delta_clip_ci_low", "delta_clip_ci_high", "delta_clip_p",
                      "paired", "bootstrap_samples", "bootstrap_seed"]
 REFERENCE_FILE = "reference.npz"
+REFERENCES_DIR = "references"       # metrics/references/<network>.npz: the other metrics' references
 STATISTICS_FILE = "statistics.json"
+
+
+def reference_path(run: RunDir, network: str) -> Path:
+    """metrics/references/<network>.npz (the reference of a metric on `network`)."""
+    return run.metrics / REFERENCES_DIR / f"{network}.npz"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class StatsOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     device: str = "cpu"             # where the FID linear algebra runs
+    prdc_samples: int = 10000       # precision/recall/density/coverage: images per side at most
 
     def record(self) -> dict:
         return asdict(self)
@@ -118,6 +125,8 @@ class ConfigStats:
     clip_reps: np.ndarray
     fid: float = math.nan
     fid_reps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    extra: dict = field(default_factory=dict)       # other metrics' columns
+    extra_reps: dict = field(default_factory=dict)  # their replicates, by column
 
 
 def _prompt_index(rows: list[dict], order: dict[str, int]) -> PromptIndex:
@@ -197,7 +206,9 @@ class Draws:
 
 
 def config_stats(run: RunDir, config: dict, order: dict[str, int], draws: Draws, root,
-                 reference, feature_name: str | None, options: StatsOptions, bar) -> ConfigStats:
+                 reference, feature_name: str | None, options: StatsOptions, bar,
+                 extra: Sequence = (), extra_refs: dict | None = None,
+                 cache: dict | None = None) -> ConfigStats:
     """Estimates, intervals and replicates of one config from its stored files.
 
     Args:
@@ -205,6 +216,8 @@ def config_stats(run: RunDir, config: dict, order: dict[str, int], draws: Draws,
         order: prompt id -> index in the prompt list the draws index.
         root: the FID reference as a ReferenceRoot (None without FID).
         reference: the ReferenceStats (its features serve KID).
+        extra: the other metrics (bench.metrics.suite.MetricSpec), with `extra_refs`
+            {network: ReferenceStats} and a `cache` shared by the configs.
     """
     from .feature_store import load_features
 
@@ -236,6 +249,16 @@ def config_stats(run: RunDir, config: dict, order: dict[str, int], draws: Draws,
                                                 subsets=options.kid_subsets,
                                                 subset_size=options.kid_subset_size,
                                                 seed=options.seed)
+    keys = [(r["prompt_id"], int(r["k"])) for r in rows]
+    for spec in extra:
+        from .metrics.suite import spec_stats
+
+        features = load_features(run.metrics, key, spec.network, keys)
+        values, reps = spec_stats(spec, features, groups.codes, (extra_refs or {})[spec.network],
+                                  draws.counts, options, cache if cache is not None else {})
+        row.update(values)
+        entry.extra.update(values)
+        entry.extra_reps.update(reps)
     return entry
 
 
@@ -248,8 +271,22 @@ def reference_root(reference):
     return ReferenceRoot.of(reference)
 
 
+def load_extra_references(run: RunDir, extra: Sequence) -> dict:
+    """{network: ReferenceStats} of the other metrics, stored with the run."""
+    from coco.reference import ReferenceStats
+
+    out = {}
+    for spec in extra:
+        if spec.network not in out:
+            path = reference_path(run, spec.network)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the reference of {spec.label} is missing")
+            out[spec.network] = ReferenceStats.load(path)
+    return out
+
+
 def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOptions, *,
-              feature_name: str | None, progress: bool = True) -> list[dict]:
+              feature_name: str | None, progress: bool = True, plan=None) -> list[dict]:
     """Write summary.csv, comparisons.csv and statistics.json from the stored per-image results.
 
     Args:
@@ -258,6 +295,7 @@ def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOpti
         protocol: flat protocol fields added to every summary row.
         options: bootstrap and comparison settings.
         feature_name: the stored FID features' network name; None: no FID (DrawBench).
+        plan: the run's bench.metrics.suite.MetricPlan; its `extra` metrics add columns.
     Returns: the summary rows (numbers as text, as written).
     """
     prompts = [p["prompt_id"] for p in run.read_prompts()]
@@ -265,25 +303,34 @@ def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOpti
     draws = Draws.make(len(prompts), options.bootstrap, options.seed)
     reference = load_reference(run) if feature_name else None
     root = reference_root(reference)
+    extra = list(plan.extra) if plan is not None else []
+    extra_refs = load_extra_references(run, extra)
     total = len(configs) * options.bootstrap if feature_name else 0
     bar = tqdm(total=total, desc="bootstrap", unit="rep", dynamic_ncols=True,
                disable=not progress or total == 0)
+    cache: dict = {}
     stats = {c.config_key: config_stats(run, c.to_dict(), order, draws, root, reference,
-                                        feature_name, options, bar) for c in configs}
+                                        feature_name, options, bar, extra, extra_refs, cache)
+             for c in configs}
     bar.close()
-    rows = _write_summary(run, stats, protocol, feature_name is not None, options)
+    rows = _write_summary(run, stats, protocol, feature_name is not None, options, extra)
     _write_comparisons(run, stats, options)
-    atomic_write_json(run.metrics / STATISTICS_FILE,
-                      {"options": options.record(), "feature_name": feature_name,
-                       "protocol": protocol, "configs": [c.to_dict() for c in configs]})
+    record = {"options": options.record(), "feature_name": feature_name,
+              "protocol": protocol, "configs": [c.to_dict() for c in configs]}
+    if plan is not None:
+        record["plan"] = plan.record()
+    atomic_write_json(run.metrics / STATISTICS_FILE, record)
     return rows
 
 
 def _write_summary(run: RunDir, stats: dict, protocol: dict, fid: bool,
-                   options: StatsOptions) -> list[dict]:
+                   options: StatsOptions, extra: Sequence = ()) -> list[dict]:
     fields = [f for f in SUMMARY_FIELDS if (fid or (f not in FID_FIELDS and f not in KID_FIELDS))
-              and (options.kid or f not in KID_FIELDS)] + list(protocol)
-    floats = set(FID_FIELDS + KID_FIELDS + CLIP_FIELDS[:4])
+              and (options.kid or f not in KID_FIELDS)]
+    extra_fields = [c for spec in extra for c in spec.columns()]
+    at = fields.index("clip_score") if "clip_score" in fields else len(fields)
+    fields = fields[:at] + extra_fields + fields[at:] + list(protocol)
+    floats = set(FID_FIELDS + KID_FIELDS + CLIP_FIELDS[:4] + extra_fields)
     rows = []
     for entry in stats.values():
         row = {**protocol, **entry.row}

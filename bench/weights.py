@@ -4,10 +4,10 @@ Inception (FID): torch-fidelity's converted TF Inception file, looked up in
 `$TORCH_HOME/hub/checkpoints/` (torch.hub's cache, where torch-fidelity itself downloads it) or
 given with `--inception-weights PATH`. CLIP: an open_clip pretrained tag resolved in the Hugging
 Face cache or open_clip's URL cache (`~/.cache/clip`), or a weights file given with
-`--clip-pretrained PATH`. The name `calibration-world` (for either) selects the calibration
-world's bundled networks (calibration_world/weights/, package data). `check_weights` is called
-by the commands before any work, so an offline machine stops with one message naming each
-missing file and where to put it.
+`--clip-pretrained PATH`. Other feature networks and CLIP scorers resolve their own weights
+(bench.metrics.networks, bench.metrics.clip_score registries). `check_weights` is called by the
+commands before any work, so an offline machine stops with one message naming each missing file
+and where to put it.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import torch
 
 INCEPTION_URL_ATTR = "URL_INCEPTION_V3"  # torch_fidelity.feature_extractor_inceptionv3.<this>
 OFFICIAL_INCEPTION_SHA256_PREFIX = "6726825d"  # the hash torch.hub puts in the file name
-CALIBRATION_WORLD = "calibration-world"  # --inception-weights / --clip-model: the bundled world nets
 _SHA_CACHE: dict[tuple, str] = {}
 
 
@@ -61,10 +60,6 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
     Raises:
         WeightsNotFoundError: the file is missing (message: the file and where to put it).
     """
-    if path is not None and str(path) == CALIBRATION_WORLD:
-        from calibration_world.bundled import bundled_features_path
-
-        return _bundled(bundled_features_path(), "features")
     if path is not None:
         if not Path(path).is_file():
             raise WeightsNotFoundError(
@@ -78,15 +73,6 @@ def resolve_inception_weights(path: str | Path | None = None) -> Path:
             f"{inception_url()}; the folder is $TORCH_HOME/hub/checkpoints) or pass "
             "--inception-weights PATH.")
     return cached
-
-
-def _bundled(path: Path, kind: str) -> Path:
-    """A bundled calibration-world weights file, or an error saying how to make it."""
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"calibration-world {kind} weights not found: {path}. Reinstall the package or train "
-            f"them with `python -m calibration_world.train_metrics {kind} --out {path}`.")
-    return path
 
 
 # ---------------------------------------------------------------------------------- CLIP
@@ -135,12 +121,6 @@ def resolve_clip_weights(model_name: str, pretrained: str | None,
     """
     import open_clip
 
-    if model_name == CALIBRATION_WORLD:  # a tower file given with --clip-pretrained, else the bundled one
-        from calibration_world.bundled import bundled_clip_path
-
-        if pretrained and os.path.isfile(pretrained):
-            return ClipWeights(Path(pretrained), None, None)
-        return ClipWeights(_bundled(bundled_clip_path(), "clip"), None, None)
     if model_name.startswith("local-dir:"):
         folder = Path(model_name[len("local-dir:"):])
         found = [p for ext in ("safetensors", "bin", "pth") for p in sorted(folder.glob(f"*.{ext}"))]
@@ -206,22 +186,37 @@ def _clip_tag_file(model_name: str, tag: str, cfg: dict, cache_dir: str | None) 
 # ---------------------------------------------------------------------------------- both
 def check_weights(*, fid: bool = True, clip: bool = True, inception_weights: str | None = None,
                   clip_model: str = "ViT-L-14", clip_pretrained: str | None = "openai",
-                  clip_cache_dir: str | None = None) -> dict:
+                  clip_cache_dir: str | None = None,
+                  networks: dict[str, str | None] | None = None) -> dict:
     """Resolve every metric's weights before any work; one error lists all that are missing.
 
-    Returns: {"inception": Path, "clip": ClipWeights} for the metrics asked for.
+    Args:
+        fid, inception_weights: check the Inception file (the default FID network).
+        clip, clip_model, clip_pretrained, clip_cache_dir: check the CLIP scorer's weights.
+        networks: other feature networks to check, name -> source (None: its default).
+    Returns: {"inception": Path, "clip": ClipWeights, <network>: None, ...} for those asked for.
     Raises:
         WeightsNotFoundError: with one line per missing file.
     """
+    from .metrics import networks as registry
+    from .metrics.clip_score import check_clip_weights
+
     found, missing = {}, []
+    wanted = dict(networks or {})
     if fid:
+        wanted.setdefault("inception", inception_weights)
+    for name, source in wanted.items():
         try:
-            found["inception"] = resolve_inception_weights(inception_weights)
+            if name == "inception":
+                found[name] = resolve_inception_weights(source)
+            else:
+                registry.check(name, source)
+                found[name] = None
         except WeightsNotFoundError as e:
             missing.append(str(e))
     if clip:
         try:
-            found["clip"] = resolve_clip_weights(clip_model, clip_pretrained, clip_cache_dir)
+            found["clip"] = check_clip_weights(clip_model, clip_pretrained, clip_cache_dir)
         except WeightsNotFoundError as e:
             missing.append(str(e))
     if missing:

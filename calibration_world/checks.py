@@ -433,13 +433,15 @@ def _cell(v):
 def _extractor(args) -> tuple[Callable, str]:
     if args.features == "simple":
         return simple_features, "simple (colour histograms + gradients)"
-    from bench.metrics.fid import load_fid_extractor
+    from bench.metrics import networks
     from bench.weights import WeightsNotFoundError
 
+    source = args.inception_weights if args.features == "inception" else None
+    options = {"dims": args.fid_dims} if args.fid_dims != 2048 else {}
     try:
-        ext = load_fid_extractor(args.inception_weights, dims=args.fid_dims)
-    except (WeightsNotFoundError, ValueError) as e:
-        raise ChecksError(str(e)) from None
+        ext = networks.load(args.features, source, **options)
+    except (WeightsNotFoundError, ValueError, KeyError) as e:
+        raise ChecksError(str(e).strip('"')) from None
     proto = getattr(ext, "protocol", {}) or {}
     if "feature_extractor" in proto:  # not Inception: say which network it is
         return ext, f"{proto['feature_extractor']}, {proto.get('feature_layer', ext.dims)}"
@@ -468,9 +470,35 @@ def run_checks(args) -> list[Path]:
         rows = degradation_ladder(load_world_images(world, args.n_real), extract, seed=args.seed,
                                   name=name, progress=not args.no_progress)
         written.append(_write(run.metrics / "degradations.csv", rows, DEGRADATION_FIELDS))
+        if args.metric_ladder:
+            from .validity import LADDER_FIELDS, metric_ladder
+
+            try:
+                ladder = metric_ladder(load_world_images(world, args.n_real), seed=args.seed,
+                                       progress=not args.no_progress)
+            except (FileNotFoundError, ValueError) as e:  # missing weights, too few images
+                raise ChecksError(str(e)) from None
+            written.append(_write(run.metrics / "metric_degradations.csv", ladder, LADDER_FIELDS))
         if "world" not in (run.read_run() or {}):
             run.update_run(world=record)
+    if run.summary.is_file():
+        written += _validity(run, args)
     return written
+
+
+def _validity(run, args) -> list[Path]:
+    """metric_validity.csv from summary.csv, oracle_summary.csv and the metric ladder."""
+    from bench.runs import read_csv
+
+    from .validity import VALIDITY_FIELDS, _summary_columns, metric_validity
+
+    ladder_path = run.metrics / "metric_degradations.csv"
+    ladder = read_csv(ladder_path) if ladder_path.is_file() else []
+    rows = metric_validity(read_csv(run.summary), read_csv(run.metrics / "oracle_summary.csv"),
+                           ladder, _summary_columns(run.metrics), n_boot=args.n_boot, seed=args.seed)
+    if not rows:
+        return []
+    return [_write(run.metrics / "metric_validity.csv", rows, VALIDITY_FIELDS)]
 
 
 EPILOG = """examples:
@@ -490,12 +518,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", default=None, metavar="DIR",
                    help="calibration world folder: adds the degradation ladder on its val2014 images")
     p.add_argument("--n-real", type=int, default=400, metavar="N", help="real images of the ladder")
-    p.add_argument("--features", choices=("simple", "inception"), default="simple",
-                   help="feature map of the ladder's Frechet distance")
+    p.add_argument("--features", default="simple", metavar="NAME",
+                   help="feature map of the ladder's Frechet distance: simple, or a registered "
+                   "feature network (inception, calibration-world, ...)")
     p.add_argument("--inception-weights", default=None, metavar="FILE",
                    help="torch-fidelity Inception weights (--features inception)")
     p.add_argument("--fid-dims", type=int, default=2048, help="Inception feature layer")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the AUC CI")
+    p.add_argument("--no-metric-ladder", dest="metric_ladder", action="store_false",
+                   help="with --world: skip the ladder of every distribution metric on the world's "
+                   "networks (metric_degradations.csv)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap resamples of the AUC and metric-validity CIs")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the added noise")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p

@@ -26,7 +26,7 @@ from pathlib import Path
 
 CACHE_ENV = "IMAGEN_BENCH_CACHE"
 MANIFEST = "world.json"       # calibration_world.dataset writes it last
-CALIBRATION_WORLD = "calibration-world"  # --inception-weights / --clip-model of the bundled nets
+CALIBRATION_WORLD = "calibration-world"  # --fid-network / --clip-model of the bundled nets (plugin.py)
 STATEMENT = ("Calibration-world numbers: synthetic shapes, the bundled tiny models and metric "
              "networks; not comparable with COCO or the paper.")
 
@@ -47,7 +47,9 @@ DEFAULT_WORLD = WorldSpec()
 # Flags a command fills in on a calibration world (left out on the command line). Sized so a
 # no-argument run finishes in a few minutes on 2 CPU cores with the bundled cascade.
 COCO_FID = {"num_samples": 40, "guidance": "1,3,5", "thresholding": "static,dynamic:0.995",
-            "steps": 12, "inception_weights": CALIBRATION_WORLD, "clip_model": CALIBRATION_WORLD}
+            "steps": 12, "fid_network": CALIBRATION_WORLD, "clip_model": CALIBRATION_WORLD,
+            "metrics": "fid,cmmd,prdc,clip_score", "cmmd_network": f"{CALIBRATION_WORLD}-clip",
+            "prdc_features": CALIBRATION_WORLD}
 DRAWBENCH = {"samples_per_prompt": 2, "limit_per_category": 4, "guidance": "1,3",
              "thresholding": "dynamic:0.995", "steps": 12, "clip_model": CALIBRATION_WORLD}
 

@@ -159,7 +159,8 @@ def stage_sweep(args, paths, world: Path) -> None:
 
 
 def _checked(run: Path, world: bool) -> bool:
-    names = ["oracle_summary.csv", "saturation.csv"] + (["degradations.csv"] if world else [])
+    names = ["oracle_summary.csv", "saturation.csv", "metric_validity.csv"] + (
+        ["degradations.csv", "metric_degradations.csv"] if world else [])
     summary = run / "metrics" / "summary.csv"
     return all((run / "metrics" / n).is_file()
                and (run / "metrics" / n).stat().st_mtime >= summary.stat().st_mtime for n in names)
@@ -172,8 +173,7 @@ def stage_checks(args, run: Path, world: Path | None) -> None:
         return
     argv = [run, "--n-real", args.n_real]
     if world:  # the ladder measured with the sweep's FID-style network (the world's own)
-        argv += ["--world", world, "--features", "inception", "--inception-weights",
-                 cw.CALIBRATION_WORLD]
+        argv += ["--world", world, "--features", cw.CALIBRATION_WORLD]
     call(main, argv + (["--no-progress"] if args.no_progress else []), "calibration checks")
 
 

@@ -13,7 +13,7 @@ Both networks take uint8 (B, 3, R, R) images, as torch-fidelity's Inception does
 as safetensors with a JSON sidecar (config, protocol, training record): loading unpickles
 nothing. `WorldFeatureExtractor` has `bench.metrics.fid.FeatureExtractor`'s interface and
 `WorldClipScorer` `bench.metrics.clip_score.ClipScorer`'s, so FIDMetric, reference statistics,
-and the CLIP-score stage use them unchanged (`--inception-weights calibration-world`,
+and the CLIP-score stage use them unchanged (`--fid-network calibration-world`,
 `--clip-model calibration-world`). Images go through the FID path's own step-1 protocol
 (`pil-bicubic-center-crop`) at the network's resolution.
 """
@@ -271,7 +271,7 @@ class WorldFeatureExtractor(FeatureExtractor):
     which network made the features, so caches and reports never mix the two.
     """
 
-    feature_name = "calibration-world"  # runs store its features as <config>/calibration-world.npy
+    name = feature_name = "calibration-world"  # runs store its features as <config>/calibration-world.npy
 
     def __init__(self, path: str | Path | None = None, *, device: str | torch.device = "cpu"):
         from bench.weights import file_sha256
@@ -306,7 +306,7 @@ class WorldFeatureExtractor(FeatureExtractor):
 class WorldClipScorer:
     """ClipTower + frozen MiniLM behind `ClipScorer`'s interface (.protocol, .cosines, .count_truncated).
 
-    `bench.metrics.clip_score.ClipScorer("calibration-world", ...)` builds one of these.
+    `--clip-model calibration-world` builds one of these (calibration_world.plugin).
     """
 
     def __init__(self, model_name: str = NAME, pretrained: str | None = None, *,
@@ -351,18 +351,9 @@ class WorldClipScorer:
 
     def _pixels(self, images) -> torch.Tensor:
         """uint8 (B, 3, R, R) by the FID path's step-1 protocol."""
-        from bench.metrics.fid import to_eval_image
-        from PIL import Image
+        from bench.metrics.fid import eval_batch
 
-        if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-                raise ValueError(f"expected uint8 images (B, 3, H, W), got {images.dtype} "
-                                 f"{tuple(images.shape)}")
-            if images.shape[-2:] == (self.resolution, self.resolution):
-                return images
-            images = [Image.fromarray(x.permute(1, 2, 0).cpu().numpy()) for x in images]
-        arrays = [to_eval_image(im, self.resolution) for im in images]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return eval_batch(images, self.resolution)
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:

@@ -95,10 +95,11 @@ def serve(args) -> int:
     from .tasks import TaskFileError, load_screens
 
     if args.tasks is None:
-        from calibration_world.defaults import demo_layout
+        from bench.plugins import data_defaults
 
-        args.tasks = str(demo_layout()["tasks"])
-        if not Path(args.tasks).is_file():
+        plugin = data_defaults()
+        args.tasks = str(plugin.demo_layout()["tasks"]) if plugin and plugin.demo_layout else ""
+        if not args.tasks or not Path(args.tasks).is_file():
             print(f"error: no --tasks given and no demo tasks in {args.tasks}: run `make demo` "
                   "first, or pass --tasks FILE", file=sys.stderr)
             return 2

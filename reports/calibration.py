@@ -37,11 +37,14 @@ FILES = {"oracle": ("oracle_summary.csv", ("config_key", "guidance", "thresholdi
          "saturation": ("saturation.csv", ("config_key", "guidance", "thresholding", "n_images",
                                            "saturated_fraction")),
          "auc": ("clip_auc.csv", ("scope", "n_correct", "n_wrong", "auc", "ci_lo", "ci_hi")),
-         "ladder": ("degradations.csv", ("kind", "strength", "n", "distance", "monotonic"))}
+         "ladder": ("degradations.csv", ("kind", "strength", "n", "distance", "monotonic")),
+         "validity": ("metric_validity.csv", ("rank", "column", "metric", "network", "better",
+                                              "n_configs", "spearman", "agreement", "ci_low",
+                                              "ci_high", "ladder"))}
 PAIRED = ("n_paired", "n_gained", "n_lost", "mcnemar_p", "delta")  # a comparison's columns
 NUMBERS = ("n", "accuracy", "ci_lo", "ci_hi", *PAIRED, *(f"vs0_{k}" for k in PAIRED), "n_images",
            "saturated_fraction", "saturated_sd", "n_correct", "n_wrong", "auc", "strength",
-           "distance")
+           "distance", "rank", "n_configs", "spearman", "agreement")
 
 
 def _in_world(path: str | None, run: RunData) -> bool:
@@ -215,6 +218,26 @@ def ladder_table(run: RunData, rows: list[dict]) -> Table:
                  rows, note, row_class=lambda r: "warn" if r["monotonic"] != "yes" else "")
 
 
+def validity_table(run: RunData, rows: list[dict]) -> Table:
+    """The metrics ranked by how well they track the oracle (calibration_world.validity)."""
+    cols = [Column("rank", "rank", numeric=True), Column("column", "metric (summary column)"),
+            Column("network", "network"), Column("better", "better"),
+            Column("n_configs", "configs", numeric=True),
+            Column("agreement", "agreement with the oracle [95% CI]", numeric=True,
+                   cell=lambda r: _ci(r["agreement"], r["ci_low"], r["ci_high"])),
+            Column("ladder", "degradations ordered")]
+    note = ("Spearman correlation of each metric with the oracle's all-right accuracy across the "
+            "sweep's configs, signed so that +1 means the metric ranks the configs as the oracle "
+            "does (for lower-is-better metrics, minus the correlation); 95% CI by a seeded "
+            "bootstrap over configs. 'Degradations ordered': how many kinds of the degradation "
+            "ladder (real images blurred, noised, colour-shifted) the metric worsens with strength "
+            "at every step. Ranked by agreement.")
+    return Table(f"calibration_metric_validity_{slug(run.name)}",
+                 f"{run.name}: which metric tracks the truth", cols, rows, note,
+                 row_class=lambda r: "best" if number(r["rank"]) == 1 else "",
+                 extra_csv=["spearman", "ci_low", "ci_high"])
+
+
 def _ci(value, lo, hi) -> str:
     f = fixed(3)
     if not math.isfinite(number(value)):
@@ -334,6 +357,8 @@ def _run_blocks(run: RunData, checks: dict[str, list[dict]]) -> list[dict]:
         blocks.append({"kind": "table", "table": saturation_table(run, checks["saturation"])})
     if checks.get("auc"):
         blocks.append({"kind": "table", "table": auc_table(run, checks["auc"])})
+    if checks.get("validity"):
+        blocks.append({"kind": "table", "table": validity_table(run, checks["validity"])})
     if checks.get("ladder"):
         blocks.append({"kind": "figure", "figure": ladder_figure(
             checks["ladder"], fig_id=f"fig-calibration-ladder-{s}", title=run.name)})

@@ -149,3 +149,20 @@ def ddp_fid_worker(rank: int, world: int, init_file: str, data_file: str, out_fi
             Path(out_file).write_text(json.dumps({"fid": fid, "kid": kid}))
     finally:
         dist.destroy_process_group()
+
+
+def make_dinov2_dir(folder: Path, *, image_size: int, seed: int = 0, pos_scale: float = 0.0) -> Path:
+    """A random 2-layer DINOv2 (hidden 32) saved with save_pretrained; `pos_scale` > 0 redraws the
+    position embeddings with that std (the default init is small: resampling them barely shows)."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                          patch_size=14, image_size=image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Dinov2Model(config)
+        if pos_scale:
+            with torch.no_grad():
+                model.embeddings.position_embeddings.normal_(0.0, pos_scale)
+    model.save_pretrained(folder)
+    return folder

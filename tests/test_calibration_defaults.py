@@ -49,7 +49,10 @@ def test_coco_fid_without_arguments_runs_on_the_world_with_bundled_models(cache)
     world = cache / "cache" / "calibration_world" / "0-64"
     assert Path(args.coco_root) == world and (world / "world.json").is_file()
     assert Path(args.model) == cache / "bundled_cascade"
-    assert args.inception_weights == args.clip_model == "calibration-world"
+    assert args.fid_network == args.clip_model == "calibration-world"
+    assert args.inception_weights is None
+    assert (args.cmmd_network, args.prdc_features) == ("calibration-world-clip", "calibration-world")
+    assert args.metrics == cw.COCO_FID["metrics"]
     assert (args.num_samples, args.guidance, args.thresholding, args.steps) == tuple(
         cw.COCO_FID[k] for k in ("num_samples", "guidance", "thresholding", "steps"))
     assert args.fid_dims == 2048  # the world's feature network takes the default
@@ -63,7 +66,7 @@ def test_coco_fid_without_arguments_runs_on_the_world_with_bundled_models(cache)
 def test_flags_given_win_over_the_world_defaults(cache):
     args, record = parse(coco_fid, ["--steps", "3", "--clip-model", "ViT-B-32", "--guidance", "2"])
     assert (args.steps, args.clip_model, args.guidance) == (3, "ViT-B-32", "2")
-    assert args.inception_weights == "calibration-world"
+    assert args.fid_network == "calibration-world"
     assert not {"steps", "clip_model", "guidance"} & set(record["defaults"]["filled"])
 
 
@@ -72,12 +75,15 @@ def test_a_real_coco_root_keeps_the_paper_defaults(cache):
     (coco / "annotations").mkdir(parents=True)  # no world.json: real data
     args, record = parse(coco_fid, ["--coco-root", str(coco)])
     assert args.inception_weights is None            # the torch.hub cache copy of Inception
+    assert (args.fid_network, args.metrics) == ("inception", "fid,clip_score")
     assert (args.clip_model, args.clip_pretrained) == ("ViT-L-14", "openai")
     assert (args.num_samples, args.guidance, args.thresholding, args.steps) == (
         30000, PAPER_GUIDANCE, PAPER_THRESHOLDING, 64)
     assert record == {"defaults": {"set": "paper", "filled": {
         "model": str(cache / "bundled_cascade"), "num_samples": 30000, "guidance": PAPER_GUIDANCE,
-        "thresholding": PAPER_THRESHOLDING, "steps": 64, "clip_model": "ViT-L-14"}}}
+        "thresholding": PAPER_THRESHOLDING, "steps": 64, "clip_model": "ViT-L-14",
+        "fid_network": "inception", "cmmd_network": "clip", "prdc_features": "dinov2",
+        "metrics": "fid,clip_score"}}}
     assert not (cache / "cache").exists()             # no world was made
 
 
@@ -190,8 +196,10 @@ def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
         assert "calibration-world numbers" in html.lower()
         run = json.loads(Path("runs/demo/coco_fid/run.json").read_text())
         assert run["world"]["calibration_world"] and run["defaults"]["set"] == "calibration-world"
-        for name in ("oracle_summary.csv", "saturation.csv", "clip_auc.csv", "degradations.csv"):
+        for name in ("oracle_summary.csv", "saturation.csv", "clip_auc.csv", "degradations.csv",
+                     "metric_degradations.csv", "metric_validity.csv"):
             assert Path("runs/demo/coco_fid/metrics", name).is_file(), name
+        assert "which metric tracks the truth" in html.lower()
         assert Path("runs/demo/human/preferences.csv").is_file()
         summary = json.loads(Path("runs/demo/demo.json").read_text())
         assert list(summary["stages"]) == ["world", "sweep", "checks", "drawbench", "db-checks",

@@ -13,9 +13,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from bench.metrics.clip_score import ClipScorer
-from bench.metrics.fid import FIDMetric, features_of, load_fid_extractor
-from bench.weights import CALIBRATION_WORLD, check_weights, file_sha256
+from bench.metrics import networks
+from bench.metrics.clip_score import make_clip_scorer
+from bench.metrics.fid import FIDMetric, features_of
+from bench.weights import check_weights, file_sha256
 from calibration_world.bundled import bundled_clip_path, bundled_features_path
 from calibration_world.models import (WorldClipScorer, WorldFeatureExtractor, load_clip_tower,
                                       load_feature_net)
@@ -24,6 +25,7 @@ from calibration_world.train_metrics import (CHECK_STREAM, corrupt, corrupt_imag
                                              fid_between, image_stat_targets, main, meaning,
                                              render_batch, world_scenes)
 from calibration_world.captions import captions
+from calibration_world.defaults import CALIBRATION_WORLD
 from coco.reference import ReferenceStats
 
 N = 200  # images per set: more than the 128 feature dims, so covariances are full rank
@@ -34,12 +36,12 @@ pytestmark = pytest.mark.usefixtures("no_network")  # conftest.no_network: offli
 
 @pytest.fixture(scope="module")
 def extractor() -> WorldFeatureExtractor:
-    return load_fid_extractor(CALIBRATION_WORLD)
+    return networks.load(CALIBRATION_WORLD)
 
 
 @pytest.fixture(scope="module")
 def scorer() -> WorldClipScorer:
-    return ClipScorer(CALIBRATION_WORLD)
+    return make_clip_scorer(CALIBRATION_WORLD)
 
 
 @pytest.fixture(scope="module")
@@ -150,18 +152,26 @@ def test_corruptions_change_the_meaning():
 
 
 def test_metric_code_paths_accept_the_name(tmp_path):
+    """The plugin's registrations reach the commands' code paths by name alone."""
     from bench import coco_fid
 
-    found = check_weights(inception_weights=CALIBRATION_WORLD, clip_model=CALIBRATION_WORLD,
-                          clip_pretrained="openai")
-    assert found["inception"] == bundled_features_path() and found["clip"].path == bundled_clip_path()
+    found = check_weights(fid=False, networks={CALIBRATION_WORLD: None},
+                          clip_model=CALIBRATION_WORLD, clip_pretrained="openai")
+    assert found["clip"] == bundled_clip_path() and CALIBRATION_WORLD in found
     args = coco_fid.build_parser().parse_args(
-        ["--coco-root", str(tmp_path), "--inception-weights", CALIBRATION_WORLD,
-         "--clip-model", CALIBRATION_WORLD])
-    extractor, scorer = coco_fid._metrics(args, torch.device("cpu"))
-    assert isinstance(extractor, WorldFeatureExtractor) and isinstance(scorer, WorldClipScorer)
+        ["--coco-root", str(tmp_path), "--fid-network", CALIBRATION_WORLD,
+         "--clip-model", CALIBRATION_WORLD, "--cmmd-network", f"{CALIBRATION_WORLD}-clip",
+         "--prdc-features", CALIBRATION_WORLD, "--metrics", "fid,cmmd,clip_score"])
+    args.metric_plan = coco_fid.metric_plan(args)
+    loaded, scorer = coco_fid._metrics(args, torch.device("cpu"))
+    assert isinstance(loaded[CALIBRATION_WORLD], WorldFeatureExtractor)
+    assert isinstance(scorer, WorldClipScorer)
+    clip_images = loaded[f"{CALIBRATION_WORLD}-clip"]
+    feats = clip_images(render_batch(world_scenes(0, CHECK_STREAM, 4), 64))
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(4), atol=1e-5)   # unit embeddings
+    assert float(feats.std(dim=0).max()) > 0                                # they vary
     with pytest.raises(ValueError, match="fid-dims"):
-        load_fid_extractor(CALIBRATION_WORLD, dims=64)
+        networks.load(CALIBRATION_WORLD, dims=64)
 
 
 def test_recipe_commands_train_toy_models(tmp_path, capsys):
@@ -181,7 +191,7 @@ def test_recipe_commands_train_toy_models(tmp_path, capsys):
         assert record["seed"] == 3 and record["recipe"] == recipe and record["train_seconds"] > 0
     extractor = WorldFeatureExtractor(tmp_path / "features.safetensors")
     assert extractor(render_batch(world_scenes(0, CHECK_STREAM, 4), 32)).shape == (4, 16)
-    scorer = ClipScorer(CALIBRATION_WORLD, str(tmp_path / "clip.safetensors"))
+    scorer = make_clip_scorer(CALIBRATION_WORLD, str(tmp_path / "clip.safetensors"))
     assert scorer.protocol["weights_sha256"] == file_sha256(tmp_path / "clip.safetensors")
     wrong_kind = ["features", "--recipe", str(tmp_path / "clip.json"),
                   "--out", str(tmp_path / "x.safetensors")]

@@ -4,21 +4,57 @@ Runs store the raw cosine; the reported score is 100 · mean(max(cos, 0)) (the p
 Hessel et al. 2021 with w = 100; notes/eval_anchors.md §0.5). Captions longer than the text
 tower's context are truncated by the tokenizer (keeping the end-of-text token) and counted.
 Default model: ViT-L-14 with OpenAI's weights; any open_clip name works with a pretrained tag,
-a local weights file, or `local-dir:` / `hf-hub:` names. `ClipScorer("calibration-world")` gives
-the calibration world's bundled tower on frozen MiniLM (calibration_world.models.WorldClipScorer,
-the same interface).
+a local weights file, or `local-dir:` / `hf-hub:` names. Other scorers with the same interface
+(.protocol, .cosines, .count_truncated) are registered under a model name by plugins
+(`register_clip_scorer`, bench.plugins); `make_clip_scorer` picks the registered one or open_clip.
 """
 from __future__ import annotations
 
 import importlib.metadata as md
 import zipfile
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..weights import CALIBRATION_WORLD, file_sha256, resolve_clip_weights
+from ..weights import ClipWeights, file_sha256, resolve_clip_weights
+
+# model name -> (factory(pretrained, *, device, cache_dir), check(pretrained) or None)
+_SCORERS: dict[str, tuple] = {}
+
+
+def register_clip_scorer(name: str, factory, *, check=None, replace: bool = False) -> None:
+    """Make `--clip-model NAME` build `factory(pretrained, device=..., cache_dir=...)`, an object
+    with ClipScorer's interface; `check(pretrained)` resolves its weights without loading them."""
+    if name in _SCORERS and not replace:
+        raise ValueError(f"CLIP scorer {name!r} is already registered")
+    _SCORERS[name] = (factory, check)
+
+
+def _registered(model_name: str):
+    from ..plugins import load_plugins
+
+    load_plugins()
+    return _SCORERS.get(model_name)
+
+
+def make_clip_scorer(model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
+                     device: str | torch.device = "cpu", cache_dir: str | None = None):
+    """The scorer registered under `model_name`, else an open_clip ClipScorer."""
+    found = _registered(model_name)
+    if found is not None:
+        return found[0](pretrained, device=device, cache_dir=cache_dir)
+    return ClipScorer(model_name, pretrained, device=device, cache_dir=cache_dir)
+
+
+def check_clip_weights(model_name: str, pretrained: str | None, cache_dir: str | None = None):
+    """Resolve a scorer's weights without loading them (WeightsNotFoundError / ValueError)."""
+    found = _registered(model_name)
+    if found is not None:
+        return found[1](pretrained) if found[1] is not None else None
+    return resolve_clip_weights(model_name, pretrained, cache_dir)
 
 
 def clip_score(cosines) -> float:
@@ -42,17 +78,6 @@ def _token_count(tokenizer, text: str) -> int | None:
 class ClipScorer:
     """open_clip image and text towers, loaded from local weights only."""
 
-    def __new__(cls, model_name: str = "ViT-L-14", *args, **kwargs):
-        """`ClipScorer("calibration-world", ...)` is a WorldClipScorer (same interface), so every
-        caller selects it with --clip-model alone."""
-        if cls is ClipScorer and model_name == CALIBRATION_WORLD:
-            from calibration_world.models import WorldClipScorer
-
-            scorer = object.__new__(WorldClipScorer)  # not a ClipScorer: __init__ is not rerun
-            scorer.__init__(model_name, *args, **kwargs)
-            return scorer
-        return object.__new__(cls)
-
     def __init__(self, model_name: str = "ViT-L-14", pretrained: str | None = "openai", *,
                  device: str | torch.device = "cpu", cache_dir: str | None = None):
         """Args:
@@ -67,23 +92,8 @@ class ClipScorer:
         """
         import open_clip
 
-        weights = resolve_clip_weights(model_name, pretrained, cache_dir)
-        kwargs = {}
-        if weights.tag_cfg:  # what open_clip applies for a tag, applied to the cached file
-            cfg = weights.tag_cfg
-            kwargs = dict(force_quick_gelu=bool(cfg.get("quick_gelu", False)),
-                          image_mean=cfg.get("mean"), image_std=cfg.get("std"),
-                          image_interpolation=cfg.get("interpolation"),
-                          image_resize_mode=cfg.get("resize_mode"))
-        source = None  # 'local-dir:' / 'hf-hub:' names: open_clip finds the file itself
-        if not model_name.startswith(("hf-hub:", "local-dir:")):
-            source = str(weights.path)
-            # OpenAI's original files are TorchScript archives, which torch.load refuses with
-            # weights_only=True; open_clip reads their state dict when allowed to unpickle
-            kwargs["weights_only"] = not _is_torchscript(weights.path)
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=source, device=device, **kwargs)
-        self.model.eval()
+        loaded = load_open_clip(model_name, pretrained, device=device, cache_dir=cache_dir)
+        self.model, self.preprocess, weights = loaded.model, loaded.preprocess, loaded.weights
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.device = torch.device(device)
         self.context_length = int(getattr(self.tokenizer, "context_length", 0) or 0)
@@ -95,8 +105,7 @@ class ClipScorer:
             "weights_sha256": file_sha256(weights.path),
             "context_length": self.context_length,
             "image_size": _image_size(self.model),
-            "quick_gelu": bool(kwargs.get("force_quick_gelu")
-                               or (open_clip.get_model_config(model_name) or {}).get("quick_gelu")),
+            "quick_gelu": loaded.quick_gelu,
             "score": "100*mean(max(cos,0))",
         }
 
@@ -132,6 +141,54 @@ class ClipScorer:
         txt = self.model.encode_text(tokens, normalize=True).float()   # (B, D)
         cos = (img * txt).sum(dim=-1).double().cpu().numpy()
         return cos, self.count_truncated(texts)
+
+
+@dataclass(frozen=True)
+class OpenClip:
+    """An open_clip model loaded from local weights (load_open_clip)."""
+
+    model: torch.nn.Module      # in eval mode, on the requested device
+    preprocess: Callable        # open_clip's eval transform: PIL image -> (3, S, S) float
+    weights: ClipWeights        # the resolved checkpoint
+    quick_gelu: bool            # QuickGELU activations (OpenAI's weights)
+
+
+def load_open_clip(model_name: str, pretrained: str | None, *, device: str | torch.device = "cpu",
+                   cache_dir: str | None = None) -> OpenClip:
+    """An open_clip model and its eval transform from local weights only (never downloads).
+
+    Args:
+        model_name: an open_clip model name, or `local-dir:DIR`, `hf-hub:ORG/REPO`.
+        pretrained: an open_clip pretrained tag of that model (resolved in the local caches)
+            or a weights file path.
+        device: where the model goes.
+        cache_dir: open_clip / Hugging Face cache folder, if not the default.
+    Raises:
+        WeightsNotFoundError: the weights are not on this machine.
+        ValueError: `pretrained` is neither a file nor a known tag of `model_name`.
+    """
+    import open_clip
+
+    weights = resolve_clip_weights(model_name, pretrained, cache_dir)
+    kwargs = {}
+    if weights.tag_cfg:  # what open_clip applies for a tag, applied to the cached file
+        cfg = weights.tag_cfg
+        kwargs = dict(force_quick_gelu=bool(cfg.get("quick_gelu", False)),
+                      image_mean=cfg.get("mean"), image_std=cfg.get("std"),
+                      image_interpolation=cfg.get("interpolation"),
+                      image_resize_mode=cfg.get("resize_mode"))
+    source = None  # 'local-dir:' / 'hf-hub:' names: open_clip finds the file itself
+    if not model_name.startswith(("hf-hub:", "local-dir:")):
+        source = str(weights.path)
+        # OpenAI's original files are TorchScript archives, which torch.load refuses with
+        # weights_only=True; open_clip reads their state dict when allowed to unpickle
+        kwargs["weights_only"] = not _is_torchscript(weights.path)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        model_name, pretrained=source, device=device, **kwargs)
+    model.eval()
+    quick_gelu = bool(kwargs.get("force_quick_gelu")
+                      or (open_clip.get_model_config(model_name) or {}).get("quick_gelu"))
+    return OpenClip(model, preprocess, weights, quick_gelu)
 
 
 def _is_torchscript(path) -> bool:

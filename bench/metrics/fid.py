@@ -28,8 +28,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from .frechet import ReferenceRoot, frechet_distance  # noqa: F401  (re-exported)
-from ..weights import (CALIBRATION_WORLD, OFFICIAL_INCEPTION_SHA256_PREFIX, file_sha256,
-                       resolve_inception_weights)
+from ..weights import OFFICIAL_INCEPTION_SHA256_PREFIX, file_sha256, resolve_inception_weights
 
 RESOLUTION = 256                      # evaluation resolution (Imagen's COCO FID, §3)
 RESIZE = "pil-bicubic-center-crop"    # step 1 above
@@ -46,6 +45,27 @@ def to_eval_image(image: Image.Image, resolution: int = RESOLUTION) -> np.ndarra
         image = ImageOps.fit(image, (resolution, resolution), method=Image.Resampling.BICUBIC,
                              centering=(0.5, 0.5))
     return np.array(image, dtype=np.uint8)  # a writable copy (torch.from_numpy wants one)
+
+
+def eval_batch(images, resolution: int) -> torch.Tensor:
+    """Protocol step 1 of uint8 (B, 3, H, W) or PIL images: uint8 (B, 3, R, R).
+
+    A tensor already at R x R is returned as is (on its device); anything else goes through
+    bench.metrics.fid.to_eval_image on the CPU.
+    Raises:
+        ValueError: a tensor that is not uint8 (B, 3, H, W).
+    """
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 images (B, 3, H, W), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if images.shape[-2:] == (resolution, resolution):
+            return images
+        images = [Image.fromarray(x.permute(1, 2, 0).cpu().numpy()) for x in images]
+    arrays = [to_eval_image(im, resolution) for im in images]
+    if not arrays:
+        return torch.empty(0, 3, resolution, resolution, dtype=torch.uint8)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 @contextlib.contextmanager
@@ -65,7 +85,7 @@ class FeatureExtractor:
     Call it on uint8 images (B, 3, H, W) or a list of PIL images; returns float32 (B, dims).
     """
 
-    feature_name = "inception"  # runs store its features as metrics/features/<config>/inception.npy
+    name = feature_name = "inception"  # runs store its features as <config>/inception.npy
 
     def __init__(self, network: nn.Module, weights_path: Path, *, device: torch.device,
                  resolution: int = RESOLUTION, dims: int = FEATURE_DIMS):
@@ -98,15 +118,7 @@ class FeatureExtractor:
 
     def prepare(self, images) -> torch.Tensor:
         """uint8 (B, 3, R, R) on the CPU from uint8 (B, 3, H, W) or PIL images (protocol step 1)."""
-        if isinstance(images, torch.Tensor):
-            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-                raise ValueError(f"expected uint8 images (B, 3, H, W), got {images.dtype} "
-                                 f"{tuple(images.shape)}")
-            if images.shape[-2:] == (self.resolution, self.resolution):
-                return images.cpu()
-            images = [Image.fromarray(x.permute(1, 2, 0).cpu().numpy()) for x in images]
-        arrays = [to_eval_image(im, self.resolution) for im in images]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (B, 3, R, R)
+        return eval_batch(images, self.resolution).cpu()
 
     @torch.no_grad()
     def __call__(self, images) -> torch.Tensor:
@@ -121,9 +133,8 @@ def load_fid_extractor(weights_path: str | Path | None = None, *, device: str | 
     """The FID feature extractor with local weights (never downloads).
 
     Args:
-        weights_path: torch-fidelity Inception weights; None looks in torch.hub's cache;
-            "calibration-world" is the calibration world's bundled feature network (its own
-            resolution and dims; the other arguments must stay at their defaults).
+        weights_path: torch-fidelity Inception weights; None looks in torch.hub's cache (other
+            feature networks: bench.metrics.networks).
         device: where the network runs.
         resolution: the evaluation resolution of protocol step 1.
         dims: feature layer, 2048 (pool3, the FID standard) or 64/192/768 (tests: the
@@ -136,8 +147,6 @@ def load_fid_extractor(weights_path: str | Path | None = None, *, device: str | 
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    if weights_path is not None and str(weights_path) == CALIBRATION_WORLD:
-        return _calibration_world_extractor(device, resolution, dims, network_input)
     path = resolve_inception_weights(weights_path)
     try:
         network = FrechetInceptionDistance(feature=dims, feature_extractor_weights_path=str(path),
@@ -147,16 +156,6 @@ def load_fid_extractor(weights_path: str | Path | None = None, *, device: str | 
     if network_input != NETWORK_INPUT:
         network.INPUT_IMAGE_SIZE = int(network_input)
     return FeatureExtractor(network, path, device=torch.device(device), resolution=resolution, dims=dims)
-
-
-def _calibration_world_extractor(device, resolution: int, dims: int, network_input: int):
-    """calibration_world.models.WorldFeatureExtractor: same interface, its own protocol."""
-    if (resolution, dims, network_input) != (RESOLUTION, FEATURE_DIMS, NETWORK_INPUT):
-        raise ValueError(f"the {CALIBRATION_WORLD} feature network has a fixed resolution and "
-                         "feature size: drop --fid-dims (and resolution / network_input)")
-    from calibration_world.models import WorldFeatureExtractor
-
-    return WorldFeatureExtractor(resolve_inception_weights(CALIBRATION_WORLD), device=torch.device(device))
 
 
 class _Precomputed(nn.Module):
