@@ -121,17 +121,22 @@ def metric_ladder(images: np.ndarray, *, metrics: Sequence[tuple[str, str]] = ME
     return rows
 
 
-def _summary_columns(run_metrics: Path) -> list[tuple[str, str, str, str]]:
-    """[(column, metric, network, better)] of the distribution metrics and CLIP score in a
-    summary, from metrics/statistics.json's plan."""
+def _summary_columns(run_metrics: Path) -> list[tuple[str, str, str, str, str]]:
+    """[(column, metric, network, better, ladder column)] of the distribution metrics and CLIP
+    score in a summary, from metrics/statistics.json's plan (the paper's `fid` on the FID network
+    is `fid_<network>` in the ladder)."""
+    from bench.metrics.networks import column_suffix
+
     stats_path = run_metrics / "statistics.json"
     record = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     plan = record.get("plan") or {}
     fid_net = plan.get("fid_network") or record.get("feature_name") or ""
-    out = [(c, m, fid_net if m != "clip_score" else "", b) for c, (m, b) in PAPER_COLUMNS.items()]
+    out = [(c, m, fid_net if m != "clip_score" else "", b,
+             f"{m}_{column_suffix(fid_net)}" if m != "clip_score" and fid_net else "")
+           for c, (m, b) in PAPER_COLUMNS.items()]
     for label in plan.get("extra", []):
         kind, network = label.split(":", 1)
-        out += [(c, kind, network, b) for c, _q, b in _spec_columns(kind, network)]
+        out += [(c, kind, network, b, c) for c, _q, b in _spec_columns(kind, network)]
     return out
 
 
@@ -149,7 +154,8 @@ def metric_validity(summary: list[dict], oracle: list[dict], ladder: list[dict],
 
     Args:
         summary: summary.csv rows; oracle: oracle_summary.csv rows (skill all_right per config);
-        ladder: metric_degradations.csv rows (may be empty); columns: `_summary_columns`.
+        ladder: metric_degradations.csv rows (may be empty); columns: `_summary_columns`
+            (the ladder column may be left out: the summary column then).
     """
     from bench.metrics.resample import interval
 
@@ -157,7 +163,8 @@ def metric_validity(summary: list[dict], oracle: list[dict], ladder: list[dict],
                 if r.get("skill") == "all_right" and r.get("accuracy") not in (None, "")}
     rng = np.random.default_rng([int(seed), 21])
     rows = []
-    for column, metric, network, better in columns:
+    for column, metric, network, better, *rest in columns:
+        ladder_column = rest[0] if rest else column
         pairs = [(float(r[column]), accuracy[r["config_key"]]) for r in summary
                  if r.get(column) not in (None, "") and r["config_key"] in accuracy
                  and math.isfinite(float(r[column]))]
@@ -173,7 +180,7 @@ def metric_validity(summary: list[dict], oracle: list[dict], ladder: list[dict],
                 reps.append(sign * spearman(x[idx], y[idx]))
         agree = sign * rho
         low, high = interval(agree, reps, low=-1.0, high=1.0) if reps else (math.nan, math.nan)
-        kinds = {r["kind"]: r["monotonic"] for r in ladder if r["column"] == column}
+        kinds = {r["kind"]: r["monotonic"] for r in ladder if r["column"] == ladder_column}
         rows.append({"column": column, "metric": metric, "network": network, "better": better,
                      "n_configs": len(x), "spearman": rho, "agreement": agree, "ci_low": low,
                      "ci_high": high,
