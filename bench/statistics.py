@@ -314,7 +314,7 @@ def summarize(run: RunDir, configs: Sequence, protocol: dict, options: StatsOpti
              for c in configs}
     bar.close()
     rows = _write_summary(run, stats, protocol, feature_name is not None, options, extra)
-    _write_comparisons(run, stats, options)
+    _write_comparisons(run, stats, options, extra)
     record = {"options": options.record(), "feature_name": feature_name,
               "protocol": protocol, "configs": [c.to_dict() for c in configs]}
     if plan is not None:
@@ -352,7 +352,7 @@ def paired_delta(est_a: float, reps_a: np.ndarray, est_b: float, reps_b: np.ndar
 
 
 def comparison_row(a: ConfigStats, b: ConfigStats, *, fid: bool, paired: bool,
-                   options: StatsOptions) -> dict:
+                   options: StatsOptions, extra_columns: Sequence[str] = ()) -> dict:
     """One comparisons.csv row: a against b (Δ = a - b)."""
     out = {"n_prompts": a.row["n_prompts"], "n_images": a.row["n_images"],
            "paired": str(paired).lower(), "bootstrap_samples": options.bootstrap,
@@ -360,6 +360,10 @@ def comparison_row(a: ConfigStats, b: ConfigStats, *, fid: bool, paired: bool,
     deltas = {"clip": paired_delta(a.clip, a.clip_reps, b.clip, b.clip_reps)}
     if fid:
         deltas["fid"] = paired_delta(a.fid, a.fid_reps, b.fid, b.fid_reps)
+    for col in extra_columns:  # the other metrics (bench.metrics.suite), paired the same way
+        if col in a.extra_reps and col in b.extra_reps:
+            deltas[col] = paired_delta(a.extra[col], a.extra_reps[col], b.extra[col],
+                                       b.extra_reps[col])
     for name, d in deltas.items():
         out[f"delta_{name}"] = number(d["delta"])
         out[f"delta_{name}_ci_low"] = number(d["ci_low"])
@@ -368,9 +372,18 @@ def comparison_row(a: ConfigStats, b: ConfigStats, *, fid: bool, paired: bool,
     return out
 
 
-def _write_comparisons(run: RunDir, stats: dict, options: StatsOptions) -> Path:
+def delta_fields(columns: Sequence[str]) -> list[str]:
+    """comparisons.csv columns of other metrics' differences: delta_<col>, _ci_low, _ci_high, _p."""
+    return [f"delta_{c}{s}" for c in columns for s in ("", "_ci_low", "_ci_high", "_p")]
+
+
+def _write_comparisons(run: RunDir, stats: dict, options: StatsOptions, extra: Sequence = ()) -> Path:
     configs = [e.row for e in stats.values()]
     refs = reference_keys(configs, options.reference_config)
+    from .metrics.suite import KINDS
+
+    columns = [spec.column(q) for spec in extra for q in KINDS[spec.kind].quantities
+               if KINDS[spec.kind].has_interval(q)]
     rows = []
     for key, entry in stats.items():
         ref = refs[key]
@@ -378,7 +391,9 @@ def _write_comparisons(run: RunDir, stats: dict, options: StatsOptions) -> Path:
             continue
         fid = math.isfinite(entry.fid) and math.isfinite(stats[ref].fid)
         rows.append({**{f: entry.row[f] for f in CONFIG_FIELDS}, "reference_key": ref,
-                     **comparison_row(entry, stats[ref], fid=fid, paired=True, options=options)})
+                     **comparison_row(entry, stats[ref], fid=fid, paired=True, options=options,
+                                      extra_columns=columns)})
     path = run.metrics / "comparisons.csv"
-    atomic_write_text(path, csv_text(rows, COMPARISON_FIELDS))
+    fields = COMPARISON_FIELDS[:-3] + delta_fields(columns) + COMPARISON_FIELDS[-3:]
+    atomic_write_text(path, csv_text(rows, fields))
     return path

@@ -141,6 +141,18 @@ def test_stored_features_reproduce_every_number_independently(metric_run):
         assert float(r["coverage_inception"]) == pytest.approx(p5["coverage"], abs=1e-12)
 
 
+def test_comparisons_pair_every_metric(metric_run):
+    rows = {r["config_key"]: r for r in read_rows(metric_run / "metrics" / "summary.csv")}
+    comparisons = read_rows(metric_run / "metrics" / "comparisons.csv")
+    assert len(comparisons) == 1   # w = 3 against w = 1
+    c = comparisons[0]
+    for col in ("cmmd_inception", "fid_dinov2", "precision_inception", "coverage_inception"):
+        delta = float(rows[c["config_key"]][col]) - float(rows[c["reference_key"]][col])
+        assert float(c[f"delta_{col}"]) == pytest.approx(delta, abs=1e-12)
+        assert float(c[f"delta_{col}_ci_low"]) <= float(c[f"delta_{col}"]) <= float(c[f"delta_{col}_ci_high"])
+        assert 0 < float(c[f"delta_{col}_p"]) <= 1
+
+
 def test_rescore_reproduces_the_summary_with_every_metric(metric_run):
     summary = (metric_run / "metrics" / "summary.csv").read_bytes()
     assert rescore_main([str(metric_run), "--no-progress"]) == 0
