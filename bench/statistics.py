@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -172,8 +173,10 @@ def kid_of(features, reference_features, *, subsets: int, subset_size: int, seed
     fake = torch.as_tensor(np.array(features, dtype=np.float64))  # a copy: memmaps are read-only
     real = torch.as_tensor(np.asarray(reference_features), dtype=torch.float64)
     size = min(subset_size, len(fake), len(real))
-    kid = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets,
-                                  subset_size=size, sync_on_compute=False)
+    with warnings.catch_warnings():  # "will save all extracted features": it is meant to here
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets,
+                                      subset_size=size, sync_on_compute=False)
     kid.update(fake, real=False)
     kid.update(real, real=True)
     with torch.random.fork_rng(devices=[]):  # the subsets use the global RNG: seed a fork

@@ -7,6 +7,7 @@ analysis CSVs) and lays them out; it computes no metric. Modules:
     human     read (or produce, via rater.analyze) the human-evaluation tables
     tables    table records, number formatting, CSV output
     figures   matplotlib figures and image thumbnails as data URIs
+    headline  results first: best config per metric, leaderboard of several runs
     sections  the provenance, COCO, DrawBench and image-grid sections
     calibration  the calibration-world section (calibration_world.checks files) and statement
     compare   side-by-side comparison of runs, with protocol checks

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from markupsafe import Markup, escape
+
 from .calibration import calibration_section, calibration_statement
 from .compare import compare_section
+from .headline import headline_section
 from .human import human_section, load_ratings
 from .rundata import RunData, load_run
 from .sections import coco_section, drawbench_section, grids_section, provenance_section
@@ -28,22 +32,41 @@ class Report:
     csv_files: list[Path]
 
 
+SEPARATORS = re.compile(r"([-_/:,=])(?=\S)")
+
+
+def breakable(value) -> Markup:
+    """Escaped text with a <wbr> after each separator of keys and file names ('w0-none-aug0-'),
+    so a narrow column breaks there and never inside a word or number."""
+    return Markup(SEPARATORS.sub(r"\1<wbr>", str(escape(value))))
+
+
+def lines(value, css: str = "") -> Markup:
+    """A cell's text: '\\n' starts a new line; key cells break at their separators."""
+    parts = [breakable(p) if "key" in css.split() else escape(p) for p in str(value).split("\n")]
+    return Markup("<br>").join(parts)
+
+
 def _env():
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                              autoescape=jinja2.select_autoescape(["html"]),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             autoescape=jinja2.select_autoescape(["html"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters.update(breakable=breakable, lines=lines)
+    return env
 
 
 def build_sections(runs: list[RunData], human=None, *, grid_prompts: int = 2) -> list[dict]:
-    """The sections that have data, in reading order."""
-    sections = [provenance_section(runs), coco_section(runs), drawbench_section(runs),
+    """The sections that have data, in reading order: the headline (results first), the
+    benchmarks, human evaluation, image grids, comparisons, and provenance last (collapsed)."""
+    sections = [headline_section(runs), coco_section(runs), drawbench_section(runs),
                 calibration_section(runs)]
     if human is not None:
         sections.append(human_section(human))
-    sections += [grids_section(runs, grid_prompts), compare_section(runs)]
+    sections += [grids_section(runs, grid_prompts), compare_section(runs),
+                 provenance_section(runs)]
     return [s for s in sections if s is not None]
 
 
@@ -80,7 +103,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, ratings: str | 
         title=title or "Evaluation report: " + ", ".join(r.name for r in runs),
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"),
         sections=sections, runs=runs, generated=now, calibration=calibration_statement(runs),
-        ratings=Path(ratings).name if ratings else None)
+        ratings=Path(ratings).name if ratings else None,
+        nav_after=1 if sections and sections[0]["id"] == "headline" else 0)
     _write_atomic(out, html)
     return Report(out, [s["id"] for s in sections], csv_files)
 

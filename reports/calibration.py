@@ -98,68 +98,72 @@ def _order(rows: list[dict]) -> list[dict]:
 
 def _accuracy_cell(skill: str):
     def cell(row: dict) -> str:
-        r = row.get(skill)
+        r = row["_rows"].get(skill)
         if r is None or not number(r["n"]) > 0:
             return "n/a"
-        return percent(r["accuracy"], r["ci_lo"], r["ci_hi"])
+        return percent(r["accuracy"], r["ci_lo"], r["ci_hi"]).replace(" [", "\n[")
     return cell
 
 
 def _versus_cell(skill: str, prefix: str = ""):
-    """'+gained/−lost (±delta pts), p=…' of a skill's comparison columns (`prefix` + PAIRED)."""
+    """'+gained/−lost (±delta pts)' and, on a second line, 'p=…' of a skill's comparison
+    columns (`prefix` + PAIRED)."""
     def cell(row: dict) -> str:
-        r = row.get(skill)
+        r = row["_rows"].get(skill)
         if r is None or r.get(f"{prefix}mcnemar_p", "") == "":
             return "n/a"
         p = number(r[f"{prefix}mcnemar_p"])
         delta = number(r.get(f"{prefix}delta"))
         shift = f" ({100 * delta:+.1f} pts)" if math.isfinite(delta) else ""
         return (f"+{int(number(r[f'{prefix}n_gained']))}/−{int(number(r[f'{prefix}n_lost']))}"
-                f"{shift}, p={p:.2g}{' *' if p < 0.05 else ''}")
+                f"{shift}\np={p:.2g}{' *' if p < 0.05 else ''}")
     return cell
 
 
 def _pivot(rows: list[dict]) -> tuple[list[dict], list[str]]:
-    """One entry per config ({config fields, skill: summary row, skill_field: raw}) and the
-    skills present, in SKILLS order."""
+    """One entry per config ({config fields, skill_field: raw value, '_rows': {skill: summary
+    row}}: scalars only in the columns a CSV writes) and the skills present, in SKILLS order."""
     by_config: dict[str, dict] = {}
     for r in rows:
-        entry = by_config.setdefault(r["config_key"], {k: r.get(k, "") for k in (
-            "config_key", "guidance", "thresholding", "baseline_key")})
-        entry[r["skill"]] = r
+        entry = by_config.setdefault(r["config_key"], {**{k: r.get(k, "") for k in (
+            "config_key", "guidance", "thresholding", "baseline_key")}, "_rows": {}})
+        entry["_rows"][r["skill"]] = r
         for k in ("n", "accuracy", "ci_lo", "ci_hi", *PAIRED, *(f"vs0_{k}" for k in PAIRED)):
             entry[f"{r['skill']}_{k}"] = r.get(k, "")
         if r["skill"] == "all_right":
             entry["n_images"] = r["n"]
-    skills = [s for s in SKILLS if any(s in e for e in by_config.values())]
+    skills = [s for s in SKILLS if any(s in e["_rows"] for e in by_config.values())]
     return _order(list(by_config.values())), skills
 
 
 def oracle_tables(run: RunData, rows: list[dict]) -> list[Table]:
     """Accuracy per config and skill [95% CI]; then each config against its w = 1 config, and
-    against its w = 0 (unconditional) config where the sweep has one."""
+    against its w = 0 (unconditional) config where the sweep has one. Configs in their compact
+    form; guidance and thresholding are in the CSVs."""
     entries, skills = _pivot(rows)
-    base = [Column("config_key", "config"), Column("guidance", "guidance w"),
-            Column("thresholding", "thresholding")]
+    base = [Column("config_key", "config", key_col=True)]
     accuracy = Table(
         f"calibration_oracle_{slug(run.name)}", f"{run.name}: oracle accuracy per skill",
         base + [Column("n_images", "n images", numeric=True)]
-        + [Column(s, f"{SKILL_LABELS[s]} [95% CI]", numeric=True, cell=_accuracy_cell(s))
-           for s in skills],
+        + [Column(f"{s}_accuracy", f"{SKILL_LABELS[s]} [95% CI]", numeric=True,
+                  cell=_accuracy_cell(s)) for s in skills],
         entries, "Share of images the oracle finds right, per skill, with 95% Wilson CIs. Relation "
         "counts two-object relational prompts only (its n is in the CSV); all right = exactly the "
         "asked objects, with the relation right where there is one.",
-        extra_csv=[f"{s}_{k}" for s in skills for k in ("n", "accuracy", "ci_lo", "ci_hi")])
+        extra_csv=["guidance", "thresholding"]
+        + [f"{s}_{k}" for s in skills for k in ("n", "ci_lo", "ci_hi")])
     paired = [e for e in entries if any(e.get(f"{s}_mcnemar_p", "") != "" for s in skills)]
     versus = Table(
         f"calibration_oracle_vs_w1_{slug(run.name)}",
         f"{run.name}: each config against w = 1 (same thresholding, same prompts and seeds)",
-        base + [Column(s, SKILL_LABELS[s], numeric=True, cell=_versus_cell(s)) for s in skills],
+        base + [Column(f"{s}_delta", SKILL_LABELS[s], numeric=True, cell=_versus_cell(s))
+                for s in skills],
         paired, "+gained/−lost: images right only in this config / only at w = 1 (paired on "
         "prompt, k and seed), the change in accuracy in points, and the exact McNemar p (two-sided "
         "binomial test of the discordant pairs); * p < 0.05. Configs whose mode has no w = 1 "
         "config are not compared.",
-        extra_csv=["baseline_key"] + [f"{s}_{k}" for s in skills for k in PAIRED])
+        extra_csv=["guidance", "thresholding", "baseline_key"]
+        + [f"{s}_{k}" for s in skills for k in PAIRED if k != "delta"])
     tables = [accuracy, versus] if paired else [accuracy]
     over = [e for e in entries if any(e.get(f"{s}_vs0_mcnemar_p", "") != "" for s in skills)]
     if over:
@@ -167,19 +171,19 @@ def oracle_tables(run: RunData, rows: list[dict]) -> list[Table]:
             f"calibration_oracle_vs_w0_{slug(run.name)}",
             f"{run.name}: each config against w = 0, the unconditional model (same thresholding, "
             "prompts and seeds)",
-            base + [Column(s, SKILL_LABELS[s], numeric=True, cell=_versus_cell(s, "vs0_"))
-                    for s in skills],
+            base + [Column(f"{s}_vs0_delta", SKILL_LABELS[s], numeric=True,
+                           cell=_versus_cell(s, "vs0_")) for s in skills],
             over, "What the text adds: +gained/−lost are images right only in this config / only "
             "at w = 0 (paired on prompt, k and seed), then the change in accuracy in points and "
             "the exact McNemar p; * p < 0.05. w = 1 is the conditional model unguided; larger w "
             "adds classifier-free guidance.",
-            extra_csv=[f"{s}_vs0_{k}" for s in skills for k in PAIRED]))
+            extra_csv=["guidance", "thresholding"]
+            + [f"{s}_vs0_{k}" for s in skills for k in PAIRED if k != "delta"]))
     return tables
 
 
 def saturation_table(run: RunData, rows: list[dict]) -> Table:
-    cols = [Column("config_key", "config"), Column("guidance", "guidance w"),
-            Column("thresholding", "thresholding"),
+    cols = [Column("config_key", "config", key_col=True),
             Column("n_images", "n images", numeric=True),
             Column("saturated_fraction", "saturated pixels (mean)", numeric=True,
                    cell=lambda r: percent(r["saturated_fraction"])),
@@ -187,8 +191,8 @@ def saturation_table(run: RunData, rows: list[dict]) -> Table:
                    cell=lambda r: percent(r.get("saturated_sd")))]
     note = ("Share of pixels with some channel at 0 or 255 in the saved uint8 image, the stand-in "
             "for x0 at ±1 (the paper's saturation failure of high guidance without thresholding).")
-    return Table(f"calibration_saturation_{slug(run.name)}", f"{run.name}: saturation per config", cols,
-                 _order(rows), note)
+    return Table(f"calibration_saturation_{slug(run.name)}", f"{run.name}: saturation per config",
+                 cols, _order(rows), note, extra_csv=["guidance", "thresholding"])
 
 
 def auc_table(run: RunData, rows: list[dict]) -> Table:

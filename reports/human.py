@@ -109,7 +109,7 @@ def human_section(data: HumanData) -> dict:
                                  f"{s.get('control_threshold')})"),
              ("confidence intervals", f"{s.get('ci_method')}, {s.get('n_boot')} bootstrap "
                                       f"resamples, seed {s.get('seed')}"),
-             ("rating app", json.dumps(s.get("app_versions"), sort_keys=True)),
+             ("rating app", s.get("app_versions")),
              ("analysis folder", data.folder.name)]
     blocks.append({"kind": "table", "table": kv_table("human_summary", "votes and raters", items)})
     prefs = t.get("preferences", [])

@@ -185,3 +185,52 @@ def load_run(root: str | Path) -> RunData:
         if path.is_file():
             setattr(data, attr, reader(path))
     return data
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """A measured metric of summary.csv: its column, display name, direction, interval."""
+
+    key: str
+    name: str          # 'FID', 'CMMD (calibration-world-clip)'
+    lower: bool        # lower is better
+    has_ci: bool       # <key>_ci_low / _ci_high columns with values
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {'↓' if self.lower else '↑'}"
+
+
+PAPER_METRICS = {"fid": "FID", "fid_inf": "FID∞", "kid": "KID", "clip_score": "CLIP score"}
+QUANTITY_NAMES = {"fid": "FD", "cmmd": "CMMD", "kid": "KID"}
+
+
+def metric_columns(rows: list[dict]) -> list[MetricColumn]:
+    """The metric columns of summary rows that hold a value: the paper's (FID, FID∞, KID, CLIP
+    score) first, then every other metric with an interval (`cmmd_clip`, `fid_dinov2`,
+    `precision_dinov2`, ...) whose direction the metric registry knows, in file order."""
+    from bench.plots import lower_is_better
+
+    if not rows:
+        return []
+    header = list(rows[0])
+
+    def filled(k: str) -> bool:
+        return any(math.isfinite(number(r.get(k))) for r in rows)
+
+    def ci(k: str) -> bool:
+        return filled(f"{k}_ci_low") and filled(f"{k}_ci_high")
+
+    out = [MetricColumn(k, name, bool(lower_is_better(k)), ci(k))
+           for k, name in PAPER_METRICS.items() if k in header and filled(k)]
+    for k in header:
+        if k in PAPER_METRICS or f"{k}_ci_low" not in header or not filled(k):
+            continue
+        lower = lower_is_better(k)
+        if lower is None:
+            continue
+        quantity, _, network = k.partition("_")
+        name = QUANTITY_NAMES.get(quantity, quantity)
+        out.append(MetricColumn(k, f"{name} ({network.replace('_', '-')})" if network else name,
+                                lower, ci(k)))
+    return out

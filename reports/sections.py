@@ -5,14 +5,14 @@ heading, text, warnings, notes, table, figure, grid.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 
 from .figures import (PUBLISHED_FID30K, PUBLISHED_SOURCE, category_figure, guidance_value,
                       pareto_figure, thumbnail)
-from .rundata import SUMMARY_VALUES, RunData, is_protocol_column, number
-from .tables import Column, Table, Thumb, fixed, kv_table, signed, with_ci
+from .rundata import (PAPER_METRICS, SUMMARY_VALUES, MetricColumn, RunData, is_protocol_column,
+                      metric_columns, number)
+from .tables import Column, Table, Thumb, compact_key, fixed, kv_table, signed, with_ci
 
 OVERALL = "overall"
 MAX_BAR_CONFIGS = 6
@@ -28,11 +28,6 @@ def heading(text_: str, id_: str = "") -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # provenance
-
-
-def _protocol_items(prefix: str, protocol: dict) -> list[tuple[str, object]]:
-    return [(f"{prefix} {k}", json.dumps(v) if isinstance(v, (dict, list)) else v)
-            for k, v in protocol.items()]
 
 
 def provenance_table(run: RunData) -> Table:
@@ -52,8 +47,7 @@ def provenance_table(run: RunData) -> Table:
     prompts = spec.get("prompts", {})
     source = r.get("prompt_source", {}) or {}
     items += [("prompts", f"{prompts.get('n')} prompts, sha256 {prompts.get('sha256')}"),
-              ("prompt source", json.dumps({k: v for k, v in source.items()
-                                            if k not in ("categories",)}, sort_keys=True))]
+              ("prompt source", {k: v for k, v in sorted(source.items()) if k != "categories"})]
     items += [("base seed", spec.get("base_seed")),
               ("images per prompt", spec.get("images_per_prompt")),
               ("grid", f"{len(run.grid)} configs: " + ", ".join(c.get("config_key", "?")
@@ -61,18 +55,20 @@ def provenance_table(run: RunData) -> Table:
     metrics = spec.get("metrics", {}) or {}
     for name in ("fid", "clip"):
         if metrics.get(name):
-            items += _protocol_items(f"{name.upper()} protocol", metrics[name])
+            items.append((f"{name.upper()} protocol", metrics[name]))
+    if isinstance(metrics.get("extra"), dict):
+        items += [(f"{label} protocol", proto) for label, proto in metrics["extra"].items()]
     if metrics.get("reference"):
-        items.append(("FID reference", json.dumps(metrics["reference"], sort_keys=True)))
+        items.append(("FID reference", metrics["reference"]))
     ref = r.get("reference") or {}
     if ref.get("protocol", {}).get("files_sha256"):
         items.append(("FID reference images", f"n={ref.get('n')}, files sha256 "
                       f"{ref['protocol']['files_sha256']}"))
     if metrics.get("bootstrap"):
-        items.append(("bootstrap", json.dumps(metrics["bootstrap"], sort_keys=True)))
+        items.append(("bootstrap", metrics["bootstrap"]))
     git = r.get("git", {}) or {}
     items += [("git commit", f"{git.get('commit')}{' (dirty tree)' if git.get('dirty') else ''}"),
-              ("device", json.dumps(r.get("device"), sort_keys=True)),
+              ("device", r.get("device")),
               ("versions", ", ".join(f"{k} {v}" for k, v in (r.get("versions") or {}).items())),
               ("started", r.get("started")), ("finished", r.get("finished")),
               ("wall time (s)", r.get("wall_seconds"))]
@@ -84,11 +80,15 @@ def provenance_table(run: RunData) -> Table:
 
 
 def provenance_section(runs: list[RunData]) -> dict:
+    """Last in the report and collapsed: complete, and in the provenance_*.csv files."""
     blocks = []
     for run in runs:
         blocks.append(heading(run.name, f"provenance-{slug(run.name)}"))
         blocks.append({"kind": "table", "table": provenance_table(run)})
-    return {"id": "provenance", "title": "Provenance", "blocks": blocks}
+    names = ", ".join(r.name for r in runs)
+    return {"id": "provenance", "title": "Provenance", "blocks": blocks,
+            "collapsed": f"Model, checkpoints, prompts, metric protocols, seeds, versions and "
+                         f"device of {names} (click to show; also in provenance_*.csv)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,14 +117,21 @@ def _bootstrap_text(rows: list[dict], spec: dict) -> str:
     return f"{boot.get('samples', '?')} resamples, seed {boot.get('seed', '?')}"
 
 
+CONFIG_FIELDS = ("guidance", "thresholding", "aug_level", "sampler", "steps")
+EXTRA_PER_TABLE = 5   # metric columns per table beside the config: fits 1280 px
+
+
+def config_column() -> Column:
+    """The config of a row in its compact form ('w3 · static · 12 steps'); the CSV keeps the
+    full key and the HTML cell has it as its title."""
+    return Column("config_key", "config", key_col=True)
+
+
 def summary_table(run: RunData, best: str | None) -> Table:
     rows = run.summary
     has_kid = any(math.isfinite(number(r.get("kid"))) for r in rows)
     has_inf = any(math.isfinite(number(r.get("fid_inf"))) for r in rows)
-    cols = [Column("config_key", "config"), Column("guidance", "guidance w"),
-            Column("thresholding", "thresholding"), Column("aug_level", "aug level"),
-            Column("sampler", "sampler"), Column("steps", "steps"),
-            Column("n_images", "n images", numeric=True)]
+    cols = [config_column(), Column("n_images", "n images", numeric=True)]
     if run.has_fid:
         cols.append(_ci_column(run, "fid", "FID ↓"))
     if has_inf:
@@ -148,14 +155,47 @@ def summary_table(run: RunData, best: str | None) -> Table:
         note += (" FID∞ is FID extrapolated to infinitely many images (Chong & Forsyth 2020), "
                  "free of FID's bias at finite n.")
     note += (" CLIP score is 100 · mean max(cos, 0), with its standard deviation over images. "
-             "★ marks the lowest FID.")
+             "★ marks the lowest FID. Config: guidance weight w · thresholding · steps (full "
+             "keys in the CSV).")
     shown = {c.key for c in cols}
-    raw = [k for k in SUMMARY_VALUES + ("bootstrap_samples", "bootstrap_seed")
+    raw = [k for k in CONFIG_FIELDS + SUMMARY_VALUES + ("bootstrap_samples", "bootstrap_seed")
            if k in rows[0] and k not in shown]
     protocol = [k for k in rows[0] if is_protocol_column(k)]
     return Table(f"coco_summary_{slug(run.name)}", f"{run.name}: summary ({run.model_id})", cols,
                  rows, note, row_class=lambda r: "best" if r["config_key"] == best else "",
                  extra_csv=raw + protocol)
+
+
+def _digits(rows: list[dict], key: str) -> int:
+    values = [abs(number(r.get(key))) for r in rows if math.isfinite(number(r.get(key)))]
+    return 3 if values and max(values) < 10 else 2
+
+
+def metric_cell(metric: MetricColumn, digits: int):
+    lo, hi = f"{metric.key}_ci_low", f"{metric.key}_ci_high"
+    return lambda r: with_ci(r.get(metric.key), r.get(lo), r.get(hi), digits)
+
+
+def extra_metric_tables(run: RunData) -> list[Table]:
+    """The metrics beyond FID and CLIP score (`--metrics`: CMMD, FD on other networks,
+    precision / recall / density / coverage), EXTRA_PER_TABLE per table, with their CIs."""
+    extra = [m for m in metric_columns(run.summary) if m.key not in PAPER_METRICS]
+    tables = []
+    for i in range(0, len(extra), EXTRA_PER_TABLE):
+        part = extra[i:i + EXTRA_PER_TABLE]
+        cols = [config_column()] + [
+            Column(m.key, f"{m.label} [95% CI]" if m.has_ci else m.label, fixed(3), True,
+                   cell=metric_cell(m, _digits(run.summary, m.key)) if m.has_ci else None)
+            for m in part]
+        part_no = i // EXTRA_PER_TABLE + 1 if len(extra) > EXTRA_PER_TABLE else None
+        tables.append(Table(
+            f"coco_metrics_{slug(run.name)}" + (f"_{part_no}" if part_no else ""),
+            f"{run.name}: more metrics" + (f" ({part_no})" if part_no else ""), cols, run.summary,
+            "Metrics named after quantity and feature network (FD: Fréchet distance; precision, "
+            "recall, density, coverage of Naeem et al. 2020); ↓ lower / ↑ higher is better; 95% "
+            f"CIs: bootstrap over prompts ({_bootstrap_text(run.summary, run.spec)}).",
+            extra_csv=[f"{m.key}_ci_{e}" for m in part if m.has_ci for e in ("low", "high")]))
+    return tables
 
 
 P_SIGNIFICANT = 0.05
@@ -206,9 +246,9 @@ def comparisons_table(run: RunData) -> Table | None:
     if not rows:
         return None
     refs = list(dict.fromkeys(r["reference_key"] for r in rows))
-    cols = [Column("config_key", "config")]
+    cols = [config_column()]
     if len(refs) > 1:
-        cols.append(Column("reference_key", "reference"))
+        cols.append(Column("reference_key", "reference", key_col=True))
     cols.append(Column("n_prompts", "prompts", numeric=True))
     has_fid = any(math.isfinite(number(r.get("delta_fid"))) for r in rows)
     if has_fid:
@@ -231,7 +271,7 @@ def comparisons_table(run: RunData) -> Table | None:
                          "delta_clip_ci_low", "delta_clip_ci_high", "paired",
                          "bootstrap_samples", "bootstrap_seed") if k in rows[0] and k not in shown]
     title = f"{run.name}: paired comparisons against the reference config" + (
-        f" {refs[0]}" if len(refs) == 1 else "s (one per row)")
+        f" {compact_key(refs[0])}" if len(refs) == 1 else "s (one per row)")
     return Table(f"comparisons_{slug(run.name)}", title, cols, rows, note, extra_csv=extra,
                  row_class=lambda r: "reference" if r["config_key"] == r["reference_key"] else "")
 
@@ -244,23 +284,64 @@ def published_table() -> Table:
                  "Numbers reported in papers, for orientation only; they were not measured here.")
 
 
+PAPER_N = 30000
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def paper_protocol(run: RunData) -> tuple[bool, str]:
+    """Whether the run's FID is measured under the paper's protocol (COCO val2014 references,
+    the official 2048-d Inception pool3 weights, 256×256), so the published FID-30K numbers may
+    stand beside it; and a note when it has fewer than 30K images per config. A calibration-
+    world run never is."""
+    from .calibration import is_calibration_run
+
+    if not run.summary or not run.has_fid or is_calibration_run(run):
+        return False, ""
+    metrics = run.spec.get("metrics", {}) or {}
+    proto = dict(metrics.get("fid") or {})
+    proto.update({k[4:]: v for k, v in run.summary[0].items() if k.startswith("fid_")
+                  and is_protocol_column(k)})
+    extractor = str(proto.get("feature_extractor", "")).lower()
+    split = ((metrics.get("reference") or {}).get("split")
+             or ((run.run.get("reference") or {}).get("protocol") or {}).get("split"))
+    ok = ("inception" in extractor and "not inception" not in extractor
+          and number(proto.get("dims")) == 2048 and number(proto.get("resolution")) == 256
+          and _truthy(proto.get("weights_official")) and split == "val2014")
+    if not ok:
+        return False, ""
+    n = min(number(r.get("n_images")) for r in run.summary)
+    if n >= PAPER_N:
+        return True, ""
+    return True, (f"This run has {n:.0f} images per config, not 30K: FID is biased upward at "
+                  "smaller N, so the published numbers are a rough orientation only.")
+
+
 def coco_section(runs: list[RunData]) -> dict | None:
     runs = [r for r in runs if r.summary and r.has_fid]
     if not runs:
         return None
     blocks = []
+    any_paper = False
     for run in runs:
         best = best_fid_key(run.summary)
         n = sorted({r["n_images"] for r in run.summary})
         blocks.append(heading(f"{run.name}: {run.model_id}", f"coco-{slug(run.name)}"))
         blocks.append({"kind": "table", "table": summary_table(run, best)})
+        blocks += [{"kind": "table", "table": t} for t in extra_metric_tables(run)]
+        paper, note = paper_protocol(run)
+        any_paper |= paper
         title = f"{run.name}: {run.model_id}, {'/'.join(n)} images per config"
         blocks.append({"kind": "figure", "figure": pareto_figure(
-            run.summary, best, fig_id=f"fig-pareto-{slug(run.name)}", title=title)})
+            run.summary, best, fig_id=f"fig-pareto-{slug(run.name)}", title=title,
+            references=PUBLISHED_FID30K if paper else (), reference_note=note)})
         comparisons = comparisons_table(run)
         if comparisons is not None:
             blocks.append({"kind": "table", "table": comparisons})
-    blocks.append({"kind": "table", "table": published_table()})
+    if any_paper:
+        blocks.append({"kind": "table", "table": published_table()})
     return {"id": "coco", "title": "COCO: FID and CLIP score over the sweep", "blocks": blocks}
 
 
@@ -273,7 +354,7 @@ def _overall(rows: list[dict]) -> dict[str, dict]:
 
 
 def categories_table(run: RunData) -> Table:
-    cols = [Column("config_key", "config"), Column("category", "category"),
+    cols = [config_column(), Column("category", "category"),
             Column("n_prompts", "n prompts", numeric=True),
             Column("n_images", "n images", numeric=True),
             Column("clip_score", "CLIP score ↑ (100·cos) [95% CI]", numeric=True,
@@ -315,7 +396,7 @@ def prompt_extremes(run: RunData, config_key: str, n: int = 5) -> Table | None:
             Column("text", "text"), Column("clip_score", "mean CLIP score (100·cos)", fixed(2), True),
             Column("n_images", "n images", numeric=True), Column("image", "image 0")]
     return Table(f"prompt_extremes_{slug(run.name)}",
-                 f"{run.name}: worst and best prompts of {config_key}", cols, rows,
+                 f"{run.name}: worst and best prompts of {compact_key(config_key)}", cols, rows,
                  "A prompt's score is the mean CLIP score of its images (per_image.csv).",
                  row_class=lambda r: r["which"])
 

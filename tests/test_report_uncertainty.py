@@ -202,10 +202,10 @@ def report(tmp_path_factory):
 
 
 def cells(doc, table_id: str) -> dict[str, list]:
-    """config key -> the row's <td> elements."""
+    """config key (the row's data-key) -> the row's <td> elements."""
     body = doc.find(f".//table[@id='table-{table_id}']/tbody")
     assert body is not None, table_id
-    return {tr.findall("td")[0].text: tr.findall("td") for tr in body}
+    return {tr.get("data-key"): tr.findall("td") for tr in body}
 
 
 def headers(doc, table_id: str) -> list[str]:
@@ -253,7 +253,7 @@ def test_comparison_table_marks_only_the_non_significant_differences(report):
     head = headers(doc, name)
     assert head == ["config", "prompts", "ΔFID ↓ [95% CI]", "p", "ΔCLIP ↑ [95% CI]", "p"]
     caption = "".join(doc.find(f".//table[@id='table-{name}']/caption").itertext())
-    assert "paired comparisons against the reference config" in caption and REFERENCE in caption
+    assert "paired comparisons against the reference config w1 · dyn0.995 · 8 steps" in caption
     rows = cells(doc, name)
 
     def marked(td) -> bool:
@@ -293,9 +293,9 @@ def test_comparison_table_without_fid_has_no_fid_columns():
              "delta_fid_p": ""} for r in comparison_rows()]
     table = comparisons_table(RunData(root=Path("db_run"), run={"spec": {}}, comparisons=rows))
     assert [c.label for c in table.columns] == ["config", "prompts", "ΔCLIP ↑ [95% CI]", "p"]
-    shown = {r["cells"][0][0]: r["cells"] for r in table.display()}
-    assert shown[key("1", "none")][2] == ("-0.31 [-1.00, +0.38] n.s.", "num ns")
-    assert shown[key("3", "none")][2] == ("+0.69 [+0.25, +1.12]", "num")
+    shown = {r["key"]: r["cells"] for r in table.display()}
+    assert shown[key("1", "none")][2][:2] == ("-0.31 [-1.00, +0.38] n.s.", "num ns")
+    assert shown[key("3", "none")][2][:2] == ("+0.69 [+0.25, +1.12]", "num")
     assert "ΔFID" not in table.note and "ΔCLIP > 0 favours the config" in table.note
     assert comparisons_table(RunData(root=Path("db_run"), run={"spec": {}})) is None
     # one reference per thresholding mode (as bench.drawbench writes it): a reference column
@@ -320,7 +320,8 @@ def test_run_from_before_the_intervals_still_builds(tmp_path, errorbars):
     head = headers(doc, "coco_summary_old-run")
     assert "FID ↓" in head and "CLIP score ↑ (100·cos)" in head
     assert not any("CI" in h or "FID∞" in h for h in head)
-    assert cells(doc, "coco_summary_old-run")[REFERENCE][7].text == "31.23"
+    row = cells(doc, "coco_summary_old-run")[REFERENCE]
+    assert row[0].get("title") == REFERENCE and row[2].text == "31.23"
     assert doc.find(".//table[@id='table-comparisons_old-run']") is None
     assert not (out.parent / "comparisons_old-run.csv").exists()
     assert doc.find(".//figure[@id='fig-pareto-old-run']") is not None
