@@ -6,6 +6,7 @@ sizes, a random one-stage cascade and the bundled metric networks (toy ones trai
 where this checkout has none).
 """
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -216,7 +217,9 @@ def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
     finally:
         torch.set_num_threads(threads)
     capsys.readouterr()
-    assert report_cli.main([]) == 0                   # no RUN_DIR: the demo's runs
+    with warnings.catch_warnings():                   # the demo's report builds without a warning
+        warnings.simplefilter("error")
+        assert report_cli.main([]) == 0               # no RUN_DIR: the demo's runs
     assert capsys.readouterr().out.rstrip().endswith(f"report: {report}")
     calls = []
     monkeypatch.setattr(rater_cli.subprocess, "call", lambda cmd, env: calls.append(cmd) or 0)
