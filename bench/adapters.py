@@ -1,26 +1,36 @@
 """Model adapters: what a benchmark calls to turn (prompt, seed, sampling config) into images.
 
-    --model CKPT_DIR      an imagen_ref cascade checkpoint (cascade.json + .safetensors)
-    --model images:DIR    images rendered elsewhere: DIR/<prompt_id>/<k>.png, or
-                          DIR/<config_key>/<prompt_id>/<k>.png for a grid of configs
-                          (a run's own images/ folder has this layout)
-    --model diffusers:DIR DeepFloyd IF pipelines saved by diffusers: DIR/stage_I[, DIR/stage_II]
-                          (bench/diffusers_adapter.py; needs the `diffusers` extra)
+    --model CKPT_DIR             an imagen_ref cascade checkpoint (cascade.json + .safetensors)
+    --model images:DIR           images rendered elsewhere: DIR/<prompt_id>/<k>.png, or
+                                 DIR/<config_key>/<prompt_id>/<k>.png for a grid of configs
+                                 (a run's own images/ folder has this layout)
+    --model diffusers:PATH_OR_ID any diffusers text-to-image pipeline: a save_pretrained folder or
+                                 a repo id in the Hugging Face cache (ID@REVISION pins one);
+                                 DeepFloyd IF keeps its cascade mapping (bench/diffusers_adapter.py,
+                                 bench/diffusers_pipeline_adapter.py; needs the `diffusers` extra)
+    --model python:MODULE:CALLABLE  callable(prompts, seeds, config) -> images, for anything else
+                                 (bench/python_adapter.py)
 
-Every adapter returns uint8 (H, W, 3) arrays; the runner writes them. `check` runs before any
-generation, so a missing file or unusable checkpoint stops a command before it does work.
+Each kind is one entry of the adapter registry (`register_adapter`): a --model prefix, a loader
+and the model options (--resolution, --negative-prompt, ...) it honours; an option given to a kind
+that does not take it is refused, never ignored. Every adapter returns uint8 (H, W, 3) arrays;
+the runner writes them. `check` runs before any generation, so a missing file or unusable
+checkpoint stops a command before it does work.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from .sampling import SamplingConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+IMAGEN_SAMPLERS = ("ddim", "ddpm")  # what imagen_ref's cascade (and IF's mapping) can sample with
 
 
 class AdapterError(ValueError):
@@ -37,9 +47,61 @@ class ModelAdapter(Protocol):
 
     def describe(self) -> dict: ...  # JSON-ready provenance
 
+    def spec_fields(self) -> dict: ...  # what, besides model_id, fixes the images (run spec)
+
     def check(self, items: Sequence, config: SamplingConfig) -> None: ...
 
     def generate(self, items: Sequence, config: SamplingConfig) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """The model options of the benchmark commands (bench/cli.py); each kind takes some."""
+
+    device: object = None                     # torch.device or name; None: CUDA when available
+    precision: str = "fp32"                   # fp32 | bf16 | fp16 (weights or autocast dtype)
+    num_stages: int | None = None             # cascades: only the first N stages
+    embedding_cache: str | None = None        # imagen_ref: text-embedding cache directory
+    resolution: tuple[int, int] | None = None  # (height, width); None: the model's own
+    negative_prompt: str | None = None        # None: the model's own unconditional input
+    cpu_offload: bool = False                 # diffusers: model CPU offload (large models)
+
+    def given(self) -> list[str]:
+        """The options set away from their defaults (device and precision always apply)."""
+        return [f.name for f in fields(self) if f.name not in ("device", "precision")
+                and getattr(self, f.name) != f.default]
+
+
+FLAGS = {"num_stages": "--num-stages", "embedding_cache": "--embedding-cache",
+         "resolution": "--resolution", "negative_prompt": "--negative-prompt",
+         "cpu_offload": "--cpu-offload"}
+
+
+@dataclass(frozen=True)
+class AdapterKind:
+    """One entry of the adapter registry."""
+
+    name: str                                            # kind recorded in run.json
+    load: Callable[[str, AdapterOptions], ModelAdapter]  # (text after the prefix, options)
+    options: tuple[str, ...] = ()                        # AdapterOptions fields it honours
+    usage: str = ""                                      # the --model syntax, for messages
+
+
+ADAPTERS: dict[str, AdapterKind] = {}  # --model prefix (before the first ':') -> kind
+DEFAULT_KIND = "imagen_ref"            # a --model value with no registered prefix
+
+
+def register_adapter(prefix: str, kind: AdapterKind) -> None:
+    """Make `--model PREFIX:...` load with `kind` (a plugin may add its own)."""
+    ADAPTERS[prefix] = kind
+
+
+def lazy_loader(module: str, name: str):
+    """A loader that imports `module` (of this package) on first use, so an adapter's optional
+    dependencies stay optional; the loader checks them itself."""
+    def load(target: str, options: AdapterOptions):
+        return getattr(importlib.import_module(module, __package__), name)(target, options)
+    return load
 
 
 class ImagenRefAdapter:
@@ -52,6 +114,9 @@ class ImagenRefAdapter:
         from imagen_ref.checkpoint import CheckpointError, read_manifest
 
         self.path = Path(path)
+        if precision not in ("fp32", "bf16"):
+            raise AdapterError(f"--precision {precision}: an imagen_ref cascade samples in fp32 or "
+                               "bf16 (autocast)")
         try:
             self.manifest = read_manifest(self.path)
         except CheckpointError as e:
@@ -82,6 +147,9 @@ class ImagenRefAdapter:
                             "prediction": s["prediction"], "training": s.get("training", {})}
                            for s in self.stage_records]}
 
+    def spec_fields(self) -> dict:
+        return {"num_stages": self.num_stages, "precision": self.precision}
+
     def load(self):
         """Load the cascade now (weights are hash-checked); AdapterError on any problem."""
         if self._cascade is None:
@@ -98,6 +166,10 @@ class ImagenRefAdapter:
         return self._cascade
 
     def check(self, items: Sequence, config: SamplingConfig) -> None:
+        if config.sampler not in IMAGEN_SAMPLERS:
+            raise AdapterError(f"--sampler {config.sampler}: an imagen_ref cascade samples with "
+                               f"{' or '.join(IMAGEN_SAMPLERS)} (the other names are diffusers "
+                               "schedulers, for --model diffusers:...)")
         config.stage_settings(self.num_stages)  # builds (validates) the per-stage settings
         self.load()
 
@@ -145,6 +217,9 @@ class ImagesDirAdapter:
     def describe(self) -> dict:
         return {"kind": self.kind, "model_id": self.model_id, "path": str(self.dir)}
 
+    def spec_fields(self) -> dict:
+        return {}
+
     def folder(self, config: SamplingConfig) -> Path:
         """DIR/<config_key> when it exists, else DIR itself."""
         per_config = self.dir / config.config_key
@@ -175,17 +250,42 @@ class ImagesDirAdapter:
         return [load_rgb(find_image(folder / it.prompt_id, it.k)) for it in items]
 
 
-def load_adapter(spec: str, *, device=None, num_stages: int | None = None,
-                 precision: str = "fp32", embedding_cache: str | None = None) -> ModelAdapter:
-    """The adapter for a --model value; AdapterError if it names nothing usable."""
-    if spec.startswith("images:"):
-        return ImagesDirAdapter(spec[len("images:"):])
-    if spec.startswith("diffusers:"):
-        try:
-            from .diffusers_adapter import DiffusersIFAdapter
-        except ImportError as e:
-            raise AdapterError(f"--model {spec} needs the diffusers package ({e}); install it "
-                               "with pip install 'imagen-bench[diffusers]'") from None
-        return DiffusersIFAdapter(spec[len("diffusers:"):], device=device, precision=precision)
-    return ImagenRefAdapter(spec, device=device, num_stages=num_stages, precision=precision,
-                            embedding_cache=embedding_cache)
+def _imagen_ref(target: str, options: AdapterOptions) -> ImagenRefAdapter:
+    return ImagenRefAdapter(target, device=options.device, num_stages=options.num_stages,
+                            precision=options.precision, embedding_cache=options.embedding_cache)
+
+
+def _images(target: str, options: AdapterOptions) -> ImagesDirAdapter:
+    return ImagesDirAdapter(target)
+
+
+register_adapter(DEFAULT_KIND, AdapterKind(DEFAULT_KIND, _imagen_ref,
+                                           ("num_stages", "embedding_cache"), "CKPT_DIR"))
+register_adapter("images", AdapterKind("images", _images, (), "images:DIR"))
+register_adapter("diffusers", AdapterKind(
+    "diffusers", lazy_loader(".diffusers_adapter", "load_diffusers"),
+    ("num_stages", "resolution", "negative_prompt", "cpu_offload"), "diffusers:PATH_OR_ID"))
+register_adapter("python", AdapterKind(
+    "python", lazy_loader(".python_adapter", "PythonCallableAdapter"),
+    ("resolution", "negative_prompt"), "python:MODULE:CALLABLE"))
+
+
+def load_adapter(spec: str, options: AdapterOptions | None = None, **kwargs) -> ModelAdapter:
+    """The adapter for a --model value; AdapterError if it names nothing usable.
+
+    Args:
+        spec: the --model value; `PREFIX:REST` for a registered prefix, else an imagen_ref
+            checkpoint directory.
+        options: the model options (or pass AdapterOptions' fields as keywords).
+    """
+    options = options or AdapterOptions(**kwargs)
+    prefix, sep, rest = spec.partition(":")
+    kind = ADAPTERS.get(prefix) if sep else None
+    if kind is None or prefix == DEFAULT_KIND:
+        kind, rest = ADAPTERS[DEFAULT_KIND], spec
+    unused = [o for o in options.given() if o not in kind.options]
+    if unused:
+        takers = [k.usage for k in ADAPTERS.values() if unused[0] in k.options]
+        raise AdapterError(f"{FLAGS[unused[0]]} does not apply to --model {kind.usage}; it is "
+                           f"for {', '.join(takers) or 'no model kind'}")
+    return kind.load(rest, options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .sampling import SAMPLERS
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help; the description and examples keep their line breaks. A flag whose
@@ -51,8 +53,11 @@ def add_sampling_args(p: argparse.ArgumentParser, *, guidance: str | None,
                       + thresholding_help)
     grid.add_argument("--aug-level", default="0", metavar="A,...",
                       help="comma list of SR noise-augmentation levels" + aug_help)
-    grid.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim",
-                      help="sampler of every stage (not stated in the paper)")
+    grid.add_argument("--sampler", "--scheduler", dest="sampler", choices=SAMPLERS, default="ddim",
+                      help="sampler of every stage (not stated in the paper): ddim or ddpm for "
+                      "imagen_ref and IF; any for a diffusers pipeline (dpmpp = DPM-Solver++ 2M, "
+                      "euler-a = Euler ancestral, flow-* for flow-matching pipelines such as FLUX, "
+                      "native = the pipeline's saved scheduler)")
     grid.add_argument("--steps", type=int, default=steps, help="denoising steps per stage (not "
                       "stated in the paper)" + steps_help)
     grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")
@@ -60,20 +65,59 @@ def add_sampling_args(p: argparse.ArgumentParser, *, guidance: str | None,
 
 
 def add_execution_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Batch size, device, precision, stages, embedding cache, progress."""
+    """Batch size, device, precision, stages, embedding cache, progress, and the model options
+    of diffusers pipelines and python callables (resolution, negative prompt, CPU offload)."""
     run = p.add_argument_group("execution")
     run.add_argument("--batch-size", type=int, default=16, help="images per model / metric call")
     run.add_argument("--device", default=None,
                      help="cpu, cuda, cuda:N (default: cuda if available; "
                      "under torchrun cuda:LOCAL_RANK)")
-    run.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                     help="sampling precision of the cascade")
+    run.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                     help="sampling precision: autocast of an imagen_ref or IF cascade (fp32, "
+                     "bf16); the weights' dtype of a diffusers pipeline (fp16: CUDA only)")
     run.add_argument("--num-stages", type=int, default=None,
                      help="run only the first N stages of the cascade")
     run.add_argument("--embedding-cache", default=None, metavar="DIR",
                      help="text-embedding cache directory")
+    run.add_argument("--resolution", default=None, metavar="SIZE|WxH",
+                     help="image size of a diffusers pipeline or python callable, e.g. 1024 or "
+                     "1216x832 (width x height) (default: the model's own)")
+    run.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                     help="negative prompt of a diffusers pipeline or python callable: the "
+                     "unconditional branch of guidance (default: the pipeline's own, usually the "
+                     "empty prompt)")
+    run.add_argument("--cpu-offload", action="store_true",
+                     help="diffusers: keep the pipeline's models on the CPU and move each to the "
+                     "GPU while it runs (large models on small GPUs; needs accelerate)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return run
+
+
+def parse_resolution(text: str | None) -> tuple[int, int] | None:
+    """--resolution '1024' -> (1024, 1024); '1216x832' (width x height) -> (832, 1216), as
+    (height, width); ValueError naming the flag."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise ValueError(f"--resolution {text!r}: expected a positive size (1024) or WIDTHxHEIGHT "
+                         "(1216x832)")
+    width, height = sizes[0], sizes[-1]
+    return height, width
+
+
+def adapter_options(args: argparse.Namespace, device=None):
+    """bench.adapters.AdapterOptions from the flags of `add_execution_args`; ValueError if bad."""
+    from .adapters import AdapterOptions
+
+    return AdapterOptions(device=device, precision=args.precision, num_stages=args.num_stages,
+                          embedding_cache=args.embedding_cache,
+                          resolution=parse_resolution(args.resolution),
+                          negative_prompt=args.negative_prompt, cpu_offload=args.cpu_offload)
 
 
 def add_clip_args(group, *, model: str | None = "ViT-L-14", model_help: str = "") -> None:

@@ -61,9 +61,11 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.coco_fid", description=__doc__, epilog=EPILOG,
                                 formatter_class=HelpFormatter)
-    p.add_argument("--model", default=None, metavar="CKPT|images:DIR",
+    p.add_argument("--model", default=None, metavar="CKPT|KIND:...",
                    help="imagen_ref checkpoint directory, or images:DIR of rendered images "
-                   "(default: the bundled calibration-world cascade)")
+                   "; diffusers:PATH_OR_ID (a diffusers text-to-image pipeline: a save_pretrained "
+                   "folder, or a repo id in the Hugging Face cache); python:MODULE:CALLABLE "
+                   "(bench/python_adapter.py) (default: the bundled calibration-world cascade)")
     p.add_argument("--coco-root", default=None, metavar="DIR",
                    help="COCO folder with annotations/captions_val2014.json and val2014/ "
                    "(default: the calibration world, made once in $IMAGEN_BENCH_CACHE/"
@@ -325,10 +327,14 @@ def _prompts(args) -> tuple[list[dict], dict]:
 def load_model(args, device, configs, items):
     """The model adapter, checked (and loaded) before any generation."""
     from .adapters import AdapterError, ImagesDirAdapter, load_adapter
+    from .cli import adapter_options
 
     try:
-        adapter = load_adapter(args.model, device=device, num_stages=args.num_stages,
-                               precision=args.precision, embedding_cache=args.embedding_cache)
+        options = adapter_options(args, device)
+    except ValueError as e:  # --resolution
+        raise UserError(str(e)) from None
+    try:
+        adapter = load_adapter(args.model, options)
         if isinstance(adapter, ImagesDirAdapter):
             adapter.check_grid(configs)
         for config in configs:
@@ -396,10 +402,7 @@ def _prompts_sha256(rows: list[dict]) -> str:
 
 def model_spec(args, adapter) -> dict:
     """The model part of a run's spec (shared with bench.drawbench)."""
-    model = {"model_id": adapter.model_id}
-    if adapter.kind == "imagen_ref":
-        model.update(num_stages=adapter.num_stages, precision=args.precision)
-    return model
+    return {"model_id": adapter.model_id, **adapter.spec_fields()}
 
 
 def _spec(args, adapter, configs, prompts, loaded, scorer) -> dict:

@@ -1,8 +1,14 @@
-"""DeepFloyd IF through diffusers: `--model diffusers:PATH` (optional extra `diffusers`).
+"""`--model diffusers:PATH_OR_ID` (optional extra `diffusers`): where the pipeline is, and
+DeepFloyd IF's cascade mapping; every other family goes through the generic adapter of
+bench/diffusers_pipeline_adapter.py.
 
-PATH is a folder holding `stage_I/` (an IFPipeline saved with save_pretrained) and optionally
-`stage_II/` (an IFSuperResolutionPipeline), or PATH is itself a stage-I pipeline folder.
-Nothing is downloaded: pipelines load with `local_files_only=True`.
+PATH_OR_ID is a folder saved with save_pretrained, or a Hugging Face repo id (ID@REVISION pins
+a revision) whose snapshot is in the Hugging Face cache. Nothing is downloaded: a repo that is
+not in the cache stops the command with a message naming it; pipelines load with
+`local_files_only=True`.
+
+For IF, PATH is a folder holding `stage_I/` (an IFPipeline) and optionally `stage_II/` (an
+IFSuperResolutionPipeline), or PATH is itself a stage-I pipeline folder.
 
 A SamplingConfig maps onto the pipelines as follows:
 
@@ -27,6 +33,10 @@ with derive_seed(item.seed, stage), so an image does not depend on its batch.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -35,11 +45,88 @@ import numpy as np
 from imagen_ref.device import autocast, derive_seed, get_device, make_generators
 from imagen_ref.thresholding import parse_mode
 
-from .adapters import AdapterError
+from .adapters import FLAGS, IMAGEN_SAMPLERS, AdapterError, AdapterOptions
 from .sampling import SamplingConfig
 
 UNCAPPED = 1e9  # sample_max_value for dynamic:P (diffusers' default 1.0 would make it static)
 STAGES = ("stage_I", "stage_II")
+REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name
+IF_OPTIONS = ("num_stages",)  # the AdapterOptions the IF cascade honours
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a --model diffusers: pipeline lives."""
+
+    folder: Path                  # the pipeline folder (a cached repo's snapshot folder)
+    repo_id: str | None = None    # the Hugging Face repo id, when it came from the cache
+    revision: str | None = None   # that snapshot's commit hash
+
+    def describe(self) -> dict:
+        return {"path": str(self.folder), "repo_id": self.repo_id, "revision": self.revision}
+
+
+def resolve_source(target: str) -> Source:
+    """A folder, or a repo id (ID or ID@REVISION) found in the Hugging Face cache; AdapterError
+    naming it otherwise. Never downloads."""
+    if Path(target).is_dir():
+        return Source(Path(target))
+    repo_id, _, revision = target.partition("@")
+    if not REPO_ID.match(repo_id):
+        raise AdapterError(f"diffusers pipeline folder {target} does not exist; pass "
+                           "--model diffusers:DIR with a pipeline saved by save_pretrained, or a "
+                           "repo id (ORG/NAME) whose files are in the Hugging Face cache")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
+    cache = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision or None, cache_dir=cache,
+                                        local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise AdapterError(
+            f"diffusers pipeline folder {target} does not exist and the Hugging Face cache "
+            f"({cache}) holds no snapshot of the repo {repo_id}"
+            + (f" at revision {revision}" if revision else "") + "; nothing is downloaded: fetch "
+            f"it first (huggingface-cli download {repo_id}) or pass a save_pretrained folder"
+        ) from None
+    return Source(folder, repo_id, folder.name)
+
+
+def pipeline_class_name(folder: Path) -> str:
+    """`_class_name` of folder/model_index.json; AdapterError if there is none."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise AdapterError(f"{index} is missing; save the pipeline there with "
+                           "pipeline.save_pretrained(DIR)")
+    try:
+        return str(json.loads(index.read_text())["_class_name"])
+    except (ValueError, KeyError) as e:
+        raise AdapterError(f"{index}: not a diffusers model index ({type(e).__name__}: {e})"
+                           ) from None
+
+
+def load_diffusers(target: str, options: AdapterOptions):
+    """The adapter of `--model diffusers:TARGET`: IF's cascade mapping for IF pipelines (a folder
+    with stage_I/, or an IF model index), the generic pipeline adapter for the rest."""
+    try:
+        import diffusers  # noqa: F401  (the optional extra)
+    except ImportError as e:
+        raise AdapterError(f"--model diffusers:{target} needs the diffusers package ({e}); "
+                           "install it with pip install 'imagen-bench[diffusers]'") from None
+    source = resolve_source(target)
+    is_if = (source.folder / "stage_I").is_dir() \
+        or pipeline_class_name(source.folder).startswith("IF")
+    if is_if:
+        unused = [o for o in options.given() if o not in IF_OPTIONS]
+        if unused:
+            raise AdapterError(f"{FLAGS[unused[0]]} does not apply to DeepFloyd IF cascades "
+                               "(--model diffusers: with an IF pipeline)")
+        return DiffusersIFAdapter(source.folder, device=options.device,
+                                  precision=options.precision, num_stages=options.num_stages)
+    from .diffusers_pipeline_adapter import DiffusersPipelineAdapter
+
+    return DiffusersPipelineAdapter(source, options)
 
 
 def scheduler_overrides(mode: str) -> dict:
@@ -77,16 +164,21 @@ class DiffusersIFAdapter:
 
     kind = "diffusers"
 
-    def __init__(self, path: str | Path, *, device=None, precision: str = "fp32"):
+    def __init__(self, path: str | Path, *, device=None, precision: str = "fp32",
+                 num_stages: int | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise AdapterError(f"diffusers pipeline folder {self.path} does not exist; pass "
                                "--model diffusers:DIR with DIR/stage_I (and optionally "
                                "DIR/stage_II) saved by save_pretrained (hub ids are not downloaded)")
+        if precision not in ("fp32", "bf16"):
+            raise AdapterError(f"--precision {precision}: the IF cascade samples in fp32 or bf16 "
+                               "(autocast)")
         if (self.path / "stage_I").is_dir():
             self.folders = [self.path / s for s in STAGES if (self.path / s).is_dir()]
         else:
             self.folders = [self.path]
+        self.folders = self.folders[: num_stages or None]
         for folder in self.folders:
             if not (folder / "model_index.json").is_file():
                 raise AdapterError(f"{folder / 'model_index.json'} is missing; save the IF "
@@ -110,6 +202,9 @@ class DiffusersIFAdapter:
                 "precision": self.precision,
                 "stages": [{"folder": str(f), "config_sha256": d}
                            for f, d in zip(self.folders, self.digests)]}
+
+    def spec_fields(self) -> dict:
+        return {}
 
     def load(self):
         """Load the pipelines now; AdapterError on any problem."""
@@ -137,6 +232,9 @@ class DiffusersIFAdapter:
         return [config.guidance[min(i, len(config.guidance) - 1)] for i in range(self.num_stages)]
 
     def check(self, items: Sequence, config: SamplingConfig) -> None:
+        if config.sampler not in IMAGEN_SAMPLERS:
+            raise AdapterError(f"--sampler {config.sampler}: the IF cascade samples with "
+                               f"{' or '.join(IMAGEN_SAMPLERS)} (its U-Nets predict a variance)")
         low = [w for w in self.guidance(config) if w < 1]
         if low:
             raise AdapterError(f"config {config.config_key}: guidance {low[0]:g} < 1 is not "

@@ -68,10 +68,12 @@ OVERALL = "overall"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.drawbench", description=__doc__,
                                 epilog=EPILOG, formatter_class=HelpFormatter)
-    p.add_argument("--model", default=None, metavar="CKPT|images:DIR",
+    p.add_argument("--model", default=None, metavar="CKPT|KIND:...",
                    help="imagen_ref checkpoint directory, or images:DIR "
-                   "(DIR/[<config_key>/]<prompt_id>/<k>.png) (default: the bundled "
-                   "calibration-world cascade)")
+                   "(DIR/[<config_key>/]<prompt_id>/<k>.png); diffusers:PATH_OR_ID (a diffusers "
+                   "text-to-image pipeline: a save_pretrained folder, or a repo id in the Hugging "
+                   "Face cache); python:MODULE:CALLABLE (bench/python_adapter.py) (default: the "
+                   "bundled calibration-world cascade)")
     p.add_argument("--prompts", default=None, metavar="drawbench|parti|FILE",
                    help="suite name (cached copy, downloaded on first use), drawbench:PATH, "
                    "parti:PATH, or a CSV/TSV/JSONL file with a text column (default: the "

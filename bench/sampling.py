@@ -19,7 +19,12 @@ from imagen_ref.thresholding import parse_mode
 # thresholding modes (§2.3, dynamic with P = 99.5%).
 PAPER_GUIDANCE = "1,1.25,1.5,1.75,2,3,4,5,6,7,8,9,10"
 PAPER_THRESHOLDING = "none,static,dynamic:0.995"
-SAMPLERS = ("ddim", "ddpm")
+# Sampler names a config may carry (the key's last part: ...-euler-a30). An imagen_ref cascade
+# and IF sample with ddim or ddpm; a diffusers pipeline takes any (bench/
+# diffusers_pipeline_adapter.py maps each to a scheduler built from the pipeline's own config;
+# `native` keeps the pipeline's saved scheduler). Names are only added, never changed.
+SAMPLERS = ("ddim", "ddpm", "dpmpp", "dpm", "unipc", "deis", "euler", "euler-a", "heun", "lms",
+            "pndm", "flow-euler", "native")
 
 
 def _num(x: float) -> str:
@@ -48,7 +53,7 @@ class SamplingConfig:
     guidance: tuple[float, ...] = (1.0,)  # per-stage CFG weights, base first; the last repeats
     thresholding: str = "none"            # none | static | dynamic:P | dynamic:P:CAP
     aug_level: float = 0.0                # noise-augmentation level of the SR stages' input
-    sampler: str = "ddim"                 # ddim | ddpm
+    sampler: str = "ddim"                 # ddim | ddpm | a diffusers scheduler name (SAMPLERS)
     steps: int = 64                       # denoising steps of every stage
 
     def __post_init__(self) -> None:

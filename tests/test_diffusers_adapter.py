@@ -36,7 +36,8 @@ def _tokenizer_and_encoder(seed: int):
 def _unet(size: int, in_channels: int, sr: bool):
     extra = {"class_embed_type": "timestep"} if sr else {}
     return UNet2DConditionModel(
-        sample_size=size, in_channels=in_channels, out_channels=6,  # eps + variance, as IF layers_per_block=1,
+        sample_size=size, in_channels=in_channels, out_channels=6,  # eps + variance, as IF
+        layers_per_block=1,
         block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
         attention_head_dim=8, norm_num_groups=8, **extra)
@@ -160,6 +161,17 @@ def test_model_id_and_errors(tiny, both, tmp_path):
         load_adapter(f"diffusers:{tmp_path}")
     with pytest.raises(AdapterError, match="guidance 0.5 < 1"):
         both.check([], SamplingConfig(guidance=(0.5,)))
+
+
+def test_if_refuses_what_its_cascade_mapping_cannot_do(tiny, both):
+    with pytest.raises(AdapterError, match="--resolution does not apply to DeepFloyd IF"):
+        load_adapter(f"diffusers:{tiny}", resolution=(64, 64))
+    with pytest.raises(AdapterError, match="--precision fp16: the IF cascade"):
+        load_adapter(f"diffusers:{tiny}", precision="fp16")
+    with pytest.raises(AdapterError, match="--sampler euler: the IF cascade samples with ddim or ddpm"):
+        both.check([], SamplingConfig(guidance=(2.0,), sampler="euler"))
+    assert load_adapter(f"diffusers:{tiny}", num_stages=1).num_stages == 1
+    assert isinstance(load_adapter(f"diffusers:{tiny / 'stage_I'}"), DiffusersIFAdapter)
 
 
 def test_drawbench_end_to_end(tiny, tmp_path):

@@ -134,6 +134,8 @@ def test_rerun_is_a_no_op_and_another_spec_is_refused(world, reference, capsys):
     ({"model": "diffusers:DeepFloyd/IF-I-XL-v1.0"}, "diffusers pipeline folder"),
     ({"guidance": "x"}, "--guidance"),
     ({"samples_per_prompt": "0"}, "at least 1"),
+    ({"sampler": "euler"}, "--sampler euler: an imagen_ref cascade samples with ddim or ddpm"),
+    ({"resolution": "64"}, "--resolution does not apply to --model CKPT_DIR"),
 ])
 def test_user_errors_exit_2_with_one_message(world, tmp_path, capsys, flags, message):
     assert run_main(cli_args(world, tmp_path / "run", **flags)) == 2
