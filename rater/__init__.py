@@ -21,3 +21,16 @@ def resolve_secrets(args, environ=None) -> None:
     environ = os.environ if environ is None else environ
     args.db = args.db or environ.get(DB_ENV) or "ratings.db"
     args.admin_token = args.admin_token or environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def shown_db(db: str) -> str:
+    """The database as printed: a URL's password masked."""
+    if "://" not in db:
+        return db
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(db).render_as_string(hide_password=True)
+    except ArgumentError:
+        return db

@@ -10,6 +10,9 @@ control threshold (counted in raters.csv and summary.json), and writes to --out:
     agreement.csv      Krippendorff's alpha per question (ordinal and nominal)
     pareto_human.csv   alignment vs fidelity preference over one reference config
     raters.csv         votes, controls and control accuracy per rater; who was excluded
+    power.csv          the power of the study that was run, per question and pair: its own
+                       votes (who rated which prompt) simulated at --power-preference, and the
+                       smallest preference it detects with 80% power (rater.plan.study_power)
     summary.json       counts, settings and the CI methods
     preferences.png, bradley_terry.png, pareto_human.png
 
@@ -31,7 +34,7 @@ from . import stats
 
 FILES = {"preferences": "preferences.csv", "bradley_terry": "bradley_terry.csv",
          "agreement": "agreement.csv", "pareto_human": "pareto_human.csv",
-         "raters": "raters.csv", "summary": "summary.json",
+         "raters": "raters.csv", "power": "power.csv", "summary": "summary.json",
          "preferences_png": "preferences.png", "bradley_terry_png": "bradley_terry.png",
          "pareto_human_png": "pareto_human.png"}
 
@@ -64,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--control-threshold", type=float, default=0.8, metavar="F",
                    help="raters with a smaller share of correct control answers are excluded")
+    p.add_argument("--power-preference", type=float, default=0.55, metavar="P",
+                   help="power.csv: the preference (P(A) + P(indifferent)/2) whose power the "
+                        "study had; use the one the study was planned for (python -m rater plan)")
+    p.add_argument("--power-sims", type=int, default=200, metavar="N",
+                   help="simulated studies per power estimate (0: no power.csv rows)")
+    p.add_argument("--rater-sd", type=float, default=None, metavar="SD",
+                   help="raters' random-effect SD in the power simulation (default: rater plan's)")
+    p.add_argument("--prompt-sd", type=float, default=None, metavar="SD",
+                   help="prompts' random-effect SD in the power simulation (default: rater plan's)")
     p.add_argument("--reference", default=None, metavar="SYSTEM",
                    help="reference config of the Pareto curves (MODEL:CONFIG or CONFIG) and "
                         "system B of its pairs (default: the config compared with most others)")
@@ -72,12 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_votes(db_url: str) -> pd.DataFrame:
     """The newest votes of a store; UserError when the file is missing or holds no vote."""
-    from .store import VoteStore
+    from . import shown_db
+    from .store import SchemaVersionError, VoteStore
 
     if "://" not in str(db_url) and not Path(db_url).is_file():
         raise UserError(f"--db {db_url}: no such file; pass the ratings database the app "
                         "wrote (python -m rater serve ... --db FILE)")
-    store = VoteStore(str(db_url))
+    try:
+        store = VoteStore(str(db_url))
+    except SchemaVersionError as e:
+        raise UserError(f"--db {shown_db(str(db_url))}: {e}") from None
     try:
         votes = store.votes(latest_only=True)
     finally:
@@ -88,7 +104,9 @@ def load_votes(db_url: str) -> pd.DataFrame:
 
 
 def run_analysis(db_url: str, out_dir, *, n_boot: int = 1000, seed: int = 0,
-                 control_threshold: float = 0.8, reference: str | None = None
+                 control_threshold: float = 0.8, reference: str | None = None,
+                 power_preference: float = 0.55, power_sims: int = 200,
+                 rater_sd: float | None = None, prompt_sd: float | None = None
                  ) -> dict[str, Path]:
     """Analyse a vote store and write every result file (FILES) under `out_dir`.
 
@@ -97,8 +115,18 @@ def run_analysis(db_url: str, out_dir, *, n_boot: int = 1000, seed: int = 0,
     Raises:
         UserError: a missing or empty store, bad settings, or no vote left after exclusion.
     """
+    from . import plan
+
     if n_boot < 0 or not 0 <= control_threshold <= 1:
         raise UserError("--bootstrap must be >= 0 and --control-threshold in [0, 1]")
+    rater_sd = plan.DEFAULT_RATER_SD if rater_sd is None else rater_sd
+    prompt_sd = plan.DEFAULT_PROMPT_SD if prompt_sd is None else prompt_sd
+    if power_sims and power_sims < 20 or power_sims < 0:
+        raise UserError("--power-sims must be 0 or >= 20")
+    if not 0 < power_preference < 1 or power_preference == 0.5:
+        raise UserError(f"--power-preference {power_preference} must be in (0, 1), not 0.5")
+    if not (0 <= rater_sd <= 5 and 0 <= prompt_sd <= 5):
+        raise UserError("--rater-sd and --prompt-sd must be in [0, 5]")
     votes = load_votes(db_url)
     raters = stats.rater_table(votes, control_threshold)
     excluded = set(raters.loc[raters["excluded"], "rater_id"])
@@ -113,6 +141,11 @@ def run_analysis(db_url: str, out_dir, *, n_boot: int = 1000, seed: int = 0,
               "agreement": stats.agreement(oriented),
               "pareto_human": stats.pareto_human(oriented, reference),
               "raters": raters}
+    power = plan.study_power(oriented, power_preference, rater_sd, prompt_sd,
+                             n_sims=power_sims, seed=seed)
+    power["statement"] = [plan.power_statement(r) if np.isfinite(r["power"]) else ""
+                          for _, r in power.iterrows()]
+    tables["power"] = power
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / FILES[name] for name in FILES}
@@ -123,7 +156,14 @@ def run_analysis(db_url: str, out_dir, *, n_boot: int = 1000, seed: int = 0,
                "n_boot": n_boot, "seed": seed, "ci_method": stats.CI_METHOD,
                "app_versions": sorted(votes["app_version"].astype(str).unique()),
                "n_votes_all": len(votes), "n_control_votes": int(votes["is_control"].sum()),
-               "reference": reference, "bt_scale": "natural log, sum-zero (mean strength 0)"}
+               "reference": reference, "bt_scale": "natural log, sum-zero (mean strength 0)",
+               "power": {"file": FILES["power"], "preference": power_preference,
+                         "n_sims": power_sims, "rater_sd": rater_sd, "prompt_sd": prompt_sd,
+                         "method": "the study's own (rater, prompt) votes simulated with "
+                                   "rater.simulate's model at the observed indifference; "
+                                   "detected = the 95% clustered Wilson CI of P(A) + "
+                                   "P(indifferent)/2 excludes 1/2 on the true side; mdp = "
+                                   "smallest preference detected with 80% power"}}
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
     plot_preferences(tables["preferences"], paths["preferences_png"])
     plot_bradley_terry(tables["bradley_terry"], paths["bradley_terry_png"])
@@ -250,7 +290,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         paths = run_analysis(args.db, args.out, n_boot=args.bootstrap, seed=args.seed,
-                             control_threshold=args.control_threshold, reference=args.reference)
+                             control_threshold=args.control_threshold, reference=args.reference,
+                             power_preference=args.power_preference, power_sims=args.power_sims,
+                             rater_sd=args.rater_sd, prompt_sd=args.prompt_sd)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,12 @@ uniformly at random with probability lapse_r (their own carelessness, uniform on
 people, and the population's probabilities stay exact (`true_probs`). Careless raters answer
 everything, controls included, at random, so they fail the 80% control rule. Sides are
 randomised per (rater, task), as the app does.
+
+Raters and prompts may also differ in taste: with rater_sd / prompt_sd > 0, a rater's and a
+prompt's normal random effects shift d = s_A - s_B (A: the task's set A) of each of their votes
+(a random-intercept model on Davidson's scale). With ratings_per_task r, each screen (prompt and
+pair, all questions) goes to r distinct raters and raters fill their quota in turn, as the
+app's assignment does (`balanced_design`); `python -m rater plan` sizes studies with these.
 """
 from __future__ import annotations
 
@@ -76,6 +82,9 @@ class Raters:
     control_rate: float = 0.1      # control trials per real task
     control_accuracy: float = 0.97 # a careful rater's share of correct control answers
     tasks_per_rater: int | None = None  # None: every rater answers every task
+    ratings_per_task: int | None = None  # r raters per screen (balanced_design); None: off
+    rater_sd: float = 0.0          # SD of a rater's random effect on d = s_A - s_B
+    prompt_sd: float = 0.0         # SD of a prompt's random effect on d
 
 
 def true_probs(model: PreferenceModel, raters: Raters, question: str, a: str,
@@ -179,15 +188,75 @@ def _assign(n_raters: int, n_tasks: int, per_rater: int | None, rng) -> tuple[np
     return np.repeat(np.arange(n_raters), per_rater), pick.ravel()
 
 
+def balanced_design(n_screens: int, ratings_per_task: int, tasks_per_rater: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(rater, screen) of every rating when each screen goes to r distinct raters and raters fill
+    a quota of q screens in turn: rater j takes positions j*q .. (j+1)*q - 1 of the sequence
+    screen = t mod n, t < n * r, so q <= n consecutive positions are distinct screens and the
+    last rater takes the rest. Raters needed: ceil(n * r / q)."""
+    n, r = n_screens, ratings_per_task
+    q = min(tasks_per_rater, n)
+    if n < 1 or r < 1 or q < 1:
+        raise UserError("need at least one screen, one rating per task and one task per rater")
+    if r > n * 10**6:
+        raise UserError("ratings per task is absurdly large")
+    t = np.arange(n * r)
+    return t // q, t % n
+
+
 def _draw(p: np.ndarray, rng) -> np.ndarray:
     """One categorical draw per row of p (n, 3)."""
     return np.minimum((rng.random(len(p))[:, None] > np.cumsum(p, 1)).sum(1), 2)
 
 
-def _real_votes(table, probs, raters: Raters, careless, rng) -> pd.DataFrame:
-    r, t = _assign(raters.n_raters, len(table), raters.tasks_per_rater, rng)
+def _screen_assign(table: pd.DataFrame, raters: Raters, rng) -> tuple[np.ndarray, np.ndarray]:
+    """(rater index, task index) of every vote under balanced_design over the screens."""
+    pair = [tuple(sorted(x)) for x in zip(table["left_system"], table["right_system"])]
+    screen, uniq = pd.factorize(pd.Series(list(zip(table["prompt_id"].where(
+        table["prompt_id"] != "", table["task_id"]), pair))))
+    quota = raters.tasks_per_rater or len(uniq)
+    order = rng.permutation(len(uniq))                 # which screens rater 0 gets first
+    rater, pos = balanced_design(len(uniq), raters.ratings_per_task, quota)
+    need = int(rater.max()) + 1
+    if need > raters.n_raters:
+        raise UserError(f"{len(uniq)} screens x {raters.ratings_per_task} ratings need {need} "
+                        f"raters at {quota} screens each; there are {raters.n_raters}")
+    tasks_of = pd.Series(np.arange(len(table))).groupby(screen).apply(list)
+    r_out, t_out = [], []
+    for j, s in zip(rater, order[pos]):
+        for t in tasks_of[s]:
+            r_out.append(j)
+            t_out.append(t)
+    return np.array(r_out, int), np.array(t_out, int)
+
+
+def _effects(v: pd.DataFrame, r: np.ndarray, raters: Raters, model: PreferenceModel,
+             rng) -> np.ndarray | None:
+    """Per vote (P(left), P(tie), P(right)) with the rater and prompt random effects on d."""
+    if raters.rater_sd <= 0 and raters.prompt_sd <= 0:
+        return None
+    d = np.array([model.strength(q, a) - model.strength(q, b) for q, a, b in
+                  zip(v["question_id"], v["left_system"], v["right_system"])])
+    a_left = np.where(v["right_label"] == "A", -1.0, 1.0)     # effects favour the task's set A
+    codes, uniq = pd.factorize(v["prompt_id"].where(v["prompt_id"] != "", v["task_id"]))
+    shift = rng.normal(0, raters.rater_sd, raters.n_raters)[r] if raters.rater_sd > 0 else 0.0
+    if raters.prompt_sd > 0:
+        shift = shift + rng.normal(0, raters.prompt_sd, len(uniq))[codes]
+    d = d + a_left * shift
+    w = np.stack([np.exp(d / 2), np.full(len(d), model.tie), np.exp(-d / 2)], 1)
+    return w / w.sum(1, keepdims=True)
+
+
+def _real_votes(table, probs, raters: Raters, careless, rng, model=None) -> pd.DataFrame:
+    if raters.ratings_per_task:
+        r, t = _screen_assign(table, raters, rng)
+    else:
+        r, t = _assign(raters.n_raters, len(table), raters.tasks_per_rater, rng)
     v = table.iloc[t].reset_index(drop=True)
     p = probs[t].copy()
+    if model is not None:
+        varied = _effects(v, r, raters, model, rng)
+        p = p if varied is None else varied
     swap = rng.random(len(v)) < 0.5                       # sides per (rater, task)
     p[swap] = p[swap, ::-1]
     lapse = rng.uniform(0, 2 * raters.noise, raters.n_raters)[r]
@@ -244,7 +313,9 @@ def simulate_votes(tasks: list[dict], model: PreferenceModel, raters: Raters | N
     rng = np.random.default_rng(seed)
     table, probs = _task_table(tasks, model)
     careless = np.arange(raters.n_raters) >= raters.n_raters - raters.n_careless
-    real = _real_votes(table, probs, raters, careless, rng)
+    if (raters.rater_sd > 0 or raters.prompt_sd > 0) and model.explicit:
+        raise UserError("rater and prompt effects need strengths, not explicit probabilities")
+    real = _real_votes(table, probs, raters, careless, rng, model)
     per_rater = np.bincount(real["rater"], minlength=raters.n_raters)
     n_ctrl = np.ceil(raters.control_rate * per_rater).astype(int)
     ctrl = _control_votes(n_ctrl, raters, careless, rng)
@@ -344,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-rate", type=float, default=0.1, help="controls per real task")
     p.add_argument("--tasks-per-rater", type=int, default=None, metavar="N",
                    help="tasks each rater answers (default: all)")
+    p.add_argument("--ratings-per-task", type=int, default=None, metavar="R",
+                   help="each screen to R distinct raters, as the app assigns (default: off)")
+    p.add_argument("--rater-sd", type=float, default=0.0, metavar="SD",
+                   help="SD of raters' random effects on s_A - s_B")
+    p.add_argument("--prompt-sd", type=float, default=0.0, metavar="SD",
+                   help="SD of prompts' random effects on s_A - s_B")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation")
     return p
 
@@ -394,7 +471,12 @@ def main(argv=None) -> int:
         model = _model_from_args(args)
         raters = Raters(n_raters=args.raters, n_careless=args.careless, noise=args.noise,
                         prompt_noise=args.prompt_noise, control_rate=args.control_rate,
-                        tasks_per_rater=args.tasks_per_rater)
+                        tasks_per_rater=args.tasks_per_rater,
+                        ratings_per_task=args.ratings_per_task, rater_sd=args.rater_sd,
+                        prompt_sd=args.prompt_sd)
+        if args.ratings_per_task is not None and args.ratings_per_task < 1 or \
+                args.rater_sd < 0 or args.prompt_sd < 0:
+            raise UserError("--ratings-per-task must be >= 1, --rater-sd and --prompt-sd >= 0")
         votes = simulate_votes(tasks, model, raters, seed=args.seed)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

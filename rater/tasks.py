@@ -170,3 +170,48 @@ def add_session_args(p) -> None:
     p.add_argument("--min-answer-s", type=float, default=0.3,
                    help="answers sooner than this after a question appears are dropped "
                    "(double clicks)")
+    p.add_argument("--ratings-per-task", type=int, default=3, metavar="R",
+                   help="distinct raters each screen (prompt and pair, all its questions) goes "
+                        "to, filling the study evenly; 0: every rater rates every screen")
+    p.add_argument("--tasks-per-rater", type=int, default=None, metavar="N",
+                   help="a rater's quota of screens (default: no limit)")
+    p.add_argument("--claim-timeout-min", type=float, default=30.0, metavar="MIN",
+                   help="a screen whose rater has not voted for this long goes to the next rater")
+    p.add_argument("--completion-url", default=None, metavar="URL",
+                   help="shown at the end of a rater's quota with its completion code (the cc "
+                        "parameter), e.g. https://app.prolific.com/submissions/complete?cc=CODE")
+    p.add_argument("--require-signed-links", action="store_true",
+                   help="accept a rater id only with its token (python -m rater links)")
+    p.add_argument("--link-secret-env", default="RATER_LINK_SECRET", metavar="NAME",
+                   help="environment variable holding the secret of the signed links")
+
+
+def session_flags(args) -> list[str]:
+    """`add_session_args` flags of parsed args, as a command line (for the app's)."""
+    out = ["--control-rate", str(args.control_rate), "--seed", str(args.seed),
+           "--min-answer-s", str(args.min_answer_s),
+           "--ratings-per-task", str(args.ratings_per_task),
+           "--claim-timeout-min", str(args.claim_timeout_min),
+           "--link-secret-env", args.link_secret_env]
+    if args.tasks_per_rater is not None:
+        out += ["--tasks-per-rater", str(args.tasks_per_rater)]
+    if args.completion_url:
+        out += ["--completion-url", args.completion_url]
+    if args.require_signed_links:
+        out.append("--require-signed-links")
+    return out
+
+
+def check_session_args(args) -> str | None:
+    """The first problem of the session flags as a message, or None."""
+    if not 0 <= args.control_rate < 1:
+        return f"--control-rate {args.control_rate} must be in [0, 1)"
+    if args.ratings_per_task < 0:
+        return f"--ratings-per-task {args.ratings_per_task} must be >= 0 (0: no assignment)"
+    if args.tasks_per_rater is not None and args.tasks_per_rater < 1:
+        return f"--tasks-per-rater {args.tasks_per_rater} must be >= 1"
+    if args.claim_timeout_min <= 0:
+        return f"--claim-timeout-min {args.claim_timeout_min} must be > 0"
+    if args.completion_url and not args.completion_url.startswith(("https://", "http://")):
+        return f"--completion-url {args.completion_url!r} must be an http(s) URL"
+    return None

@@ -10,6 +10,8 @@ into a folder next to the report) or a folder of analysis files written earlier:
     pareto_human.csv  thresholding, guidance, system, reference_system, fidelity_pref,
                       fidelity_lo, fidelity_hi, alignment_pref, alignment_lo, alignment_hi, n
     raters.csv        rater_id, n_votes, n_controls, control_accuracy, excluded
+    power.csv         question_id, power, mdp, statement, ... (rater.plan.study_power: the power
+                      of the study that was run)
     summary.json      n_votes, n_raters, n_excluded_raters, control_threshold, n_boot, seed,
                       ci_method, app_versions
 """
@@ -41,6 +43,7 @@ FILES = {
                       "alignment_lo", "alignment_hi", "n")),
     "raters": (("rater_id", "n_votes", "n_controls", "control_accuracy", "excluded"),
                ("n_votes", "n_controls", "control_accuracy")),
+    "power": (("question_id", "power", "mdp", "statement"), ("power", "mdp")),
 }
 REQUIRED = ("preferences",)
 
@@ -118,6 +121,9 @@ def human_section(data: HumanData) -> dict:
         rows = [r for r in prefs if r["question_id"] == q]
         rows.sort(key=lambda r: (r["category"] != "all",))  # overall first, then file order
         blocks.append(heading(f"question: {q}", f"human-{slug(q)}"))
+        power = [r["statement"] for r in t.get("power", []) if r["question_id"] == q]
+        if power:
+            blocks.append({"kind": "notes", "items": [f"Power of this study: {p}." for p in power]})
         blocks.append({"kind": "figure", "figure": preference_figure(
             rows, fig_id=f"fig-preferences-{slug(q)}", title=f"{q}: A / indifferent / B")})
         blocks.append({"kind": "table", "table": _preferences_table(q, rows)})

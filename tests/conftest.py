@@ -103,3 +103,28 @@ def _restore_torch_threads():
     yield
     if torch.get_num_threads() != before:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server of the test session, started by rater.pgserver in a temporary folder
+    (as an unprivileged user when run as root) and stopped at the end; skips only where no
+    PostgreSQL server binaries exist."""
+    from rater.pgserver import TempPostgres, find_bindir
+
+    if find_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres): install Debian's "
+                    "postgresql-15, or point $RATER_PG_BIN at their folder")
+    server = TempPostgres().start()   # a failure to start is an error, not a skip
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server, request):
+    """SQLAlchemy URL of a fresh, empty database on the session's PostgreSQL server."""
+    import hashlib
+
+    name = "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:20]
+    pg_server.create_database(name)
+    return pg_server.url(name)

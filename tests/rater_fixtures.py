@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bench.pairs import System, build_tasks
@@ -45,3 +46,12 @@ def make_tasks(root: Path, n_prompts: int = 3, k: int = 2,
     tasks = build_tasks(a, b, k=k, questions=list(questions), media=out.parent / "media", seed=0)
     out.write_text("".join(json.dumps(t) + "\n" for t in tasks))
     return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A fresh vote store: a SQLite file, and a database on the test session's PostgreSQL
+    server (tests/conftest.py pg_server). Import it into a test module to run its tests on both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "r.db")
+    return request.getfixturevalue("pg_url")

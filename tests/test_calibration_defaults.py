@@ -201,6 +201,7 @@ def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
                      "metric_degradations.csv", "metric_validity.csv"):
             assert Path("runs/demo/coco_fid/metrics", name).is_file(), name
         assert "which metric tracks the truth" in html.lower()
+        assert "power of this study" in html.lower() and "% power to detect a 55% preference" in html
         assert Path("runs/demo/human/preferences.csv").is_file()
         summary = json.loads(Path("runs/demo/demo.json").read_text())
         assert list(summary["stages"]) == ["world", "sweep", "checks", "drawbench", "db-checks",

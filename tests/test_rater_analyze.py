@@ -22,25 +22,36 @@ COLUMNS = {
                          "fidelity_pref", "fidelity_lo", "fidelity_hi", "alignment_pref",
                          "alignment_lo", "alignment_hi", "n"],
     "raters.csv": ["rater_id", "n_votes", "n_controls", "control_accuracy", "excluded"],
+    "power.csv": ["question_id", "system_a", "system_b", "n_votes", "n_prompts", "n_raters",
+                  "p_indifferent", "preference", "power", "power_lo", "power_hi", "mdp",
+                  "target_power", "rater_sd", "prompt_sd", "n_sims", "statement"],
 }
 SUMMARY_KEYS = ["n_votes", "n_raters", "n_excluded_raters", "control_threshold", "n_boot",
                 "seed", "ci_method", "app_versions"]
 REF = "tiny:w3-dyn0.995-aug0-ddim64"
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    """A store with simulated votes on a small guidance x thresholding grid, 2 careless raters."""
+def demo_votes():
+    """Simulated votes on a small guidance x thresholding grid, 2 careless raters."""
     systems = [f"tiny:w{w}-{m}-aug0-ddim64" for m in ("none", "dyn0.995") for w in (1, 3, 8)]
     tasks = sim.synthetic_tasks(systems, pairs="reference", reference=REF,
                                 categories=("Colors", "Text"), prompts_per_category=2)
     model = sim.demo_model()
-    votes = sim.simulate_votes(tasks, model, sim.Raters(n_raters=6, n_careless=2,
-                                                        control_rate=0.5), seed=0)
-    path = tmp_path_factory.mktemp("ratings") / "ratings.db"
-    store = VoteStore(str(path))
-    sim.fill_store(store, votes, progress=False)
+    return sim.simulate_votes(tasks, model, sim.Raters(n_raters=6, n_careless=2,
+                                                       control_rate=0.5), seed=0)
+
+
+def fill(url: str) -> None:
+    store = VoteStore(url)
+    sim.fill_store(store, demo_votes(), progress=False)
     store.close()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """A SQLite store of demo_votes."""
+    path = tmp_path_factory.mktemp("ratings") / "ratings.db"
+    fill(str(path))
     return path
 
 
@@ -66,6 +77,33 @@ def test_analyze_writes_every_file_with_its_columns(db, tmp_path, capsys):
     pareto = pd.read_csv(out / "pareto_human.csv")
     assert set(pareto["reference_system"]) == {REF}
     assert set(pareto["thresholding"]) == {"none", "dynamic:0.995"}
+
+
+def test_postgresql_gives_the_same_tables_as_sqlite(db, pg_url, tmp_path):
+    """The same votes in a PostgreSQL server started by the tests: every file is the same."""
+    fill(pg_url)
+    a = analyze.run_analysis(str(db), tmp_path / "sqlite", n_boot=50, power_sims=50)
+    b = analyze.run_analysis(pg_url, tmp_path / "pg", n_boot=50, power_sims=50)
+    for name in COLUMNS:
+        pd.testing.assert_frame_equal(pd.read_csv(a[name.split(".")[0]]),
+                                      pd.read_csv(b[name.split(".")[0]]), check_exact=True)
+    assert json.loads(a["summary"].read_text()) == json.loads(b["summary"].read_text())
+    assert pd.read_csv(a["preferences"])["n_votes"].sum() > 0
+
+
+def test_power_of_the_study_is_written(db, tmp_path):
+    paths = analyze.run_analysis(str(db), tmp_path, n_boot=0, power_preference=0.7,
+                                 power_sims=100)
+    power = pd.read_csv(paths["power"])
+    prefs = pd.read_csv(paths["preferences"], keep_default_na=False)
+    prefs = prefs[prefs["category"] == "all"]
+    assert len(power) == len(prefs) > 0
+    assert (power["n_votes"].to_numpy() == prefs["n_votes"].to_numpy()).all()
+    assert ((0 <= power["power_lo"]) & (power["power_lo"] <= power["power"])
+            & (power["power"] <= power["power_hi"]) & (power["power_hi"] <= 1)).all()
+    assert (power["preference"] == 0.7).all() and power["statement"].str.contains("power").all()
+    summary = json.loads(paths["summary"].read_text())["power"]
+    assert summary["file"] == "power.csv" and summary["preference"] == 0.7
 
 
 def test_analyze_is_seeded_and_takes_the_reference(db, tmp_path):

@@ -17,7 +17,7 @@ from rater.app import left_index
 from rater.store import VoteStore
 from rater.tasks import TaskFileError, load_screens, read_tasks, system_name
 
-from rater_fixtures import SECRETS, SYSTEM_A, SYSTEM_B, make_tasks
+from rater_fixtures import SECRETS, SYSTEM_A, SYSTEM_B, make_tasks, store_url  # noqa: F401
 
 APP = str(Path(__file__).resolve().parents[1] / "rater" / "app.py")
 LABELS = ("I prefer set A", "I am indifferent", "I prefer set B")
@@ -85,8 +85,8 @@ def vote_through(at, db, choices, limit=100):
     raise AssertionError("never finished")
 
 
-def test_flow_records_what_was_shown(monkeypatch, tmp_path, tasks):
-    db = tmp_path / "r.db"
+def test_flow_records_what_was_shown(monkeypatch, store_url, tasks):
+    db = store_url                                   # SQLite and a PostgreSQL server
     at = make_app(monkeypatch, tasks, db, None, "--control-rate", "0.25")
     assert [b.label for b in at.button] == ["Start"] and not at.get("image")  # id first
     at.text_input[0].input("alice")
@@ -299,7 +299,9 @@ def test_cli(monkeypatch, tmp_path, tasks, capsys):
     assert cmd[cmd.index("--server.port") + 1] == "9999" and cmd[3] == "run"
     assert cmd[cmd.index("--") + 1:] == ["--tasks", str(tasks.resolve()),
                                          "--control-rate", "0.1", "--seed", "0",
-                                         "--min-answer-s", "0.3"]
+                                         "--min-answer-s", "0.3", "--ratings-per-task", "3",
+                                         "--claim-timeout-min", "30.0",
+                                         "--link-secret-env", "RATER_LINK_SECRET"]
     env = streamlit_env(args, {"PATH": "/bin", "RATER_ADMIN_TOKEN": "stale"})
     assert (env["RATER_ADMIN_TOKEN"], env["RATER_DB"], env["PATH"]) == ("tok", "x.db", "/bin")
     # no flags: the variables the user set are used, and nothing secret reaches the command line

@@ -1,10 +1,12 @@
 """End to end: serve the rating app and vote in a real headless Chromium (Python playwright).
 
 Every byte the browser receives (HTTP bodies and websocket frames) and the final page source
-are searched for the fixture systems' distinctive names, run paths and config keys.
+are searched for the fixture systems' distinctive names, run paths and config keys. With
+--require-signed-links, a forged or missing token gets the refusal page and stores no vote.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from rater import links
 from rater.store import VoteStore
 
 from rater_fixtures import SECRETS, SYSTEM_A, SYSTEM_B, make_tasks
@@ -36,18 +39,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(tmp_path):
-    """(base url, tasks path, db path) of `python -m rater serve` on a free port."""
+@contextlib.contextmanager
+def serving(tmp_path, *extra, env=None):
+    """(base url, tasks path, db path) of `python -m rater serve ...extra` on a free port."""
     tasks = make_tasks(tmp_path, n_prompts=2, k=2)
     db = tmp_path / "ratings.db"
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+               **(env or {}))
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rater", "serve", "--tasks", str(tasks), "--db", str(db),
-         "--port", str(port), "--address", "127.0.0.1", "--admin-token", "tok",
-         "--control-rate", "0.34"],
+         "--port", str(port), "--address", "127.0.0.1", *extra],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -69,6 +72,19 @@ def served(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serving(tmp_path, "--admin-token", "tok", "--control-rate", "0.34") as s:
+        yield s
+
+
+def chromium(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync"])
 
 
 def idle(page) -> None:
@@ -113,10 +129,7 @@ def test_vote_in_chromium_and_nothing_leaks(served):
     url, tasks, db = served
     responses, frames = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"])
+        browser = chromium(p)
         page = browser.new_page()
         page.on("response", lambda r: responses.append(r))
         page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(f)))
@@ -161,3 +174,36 @@ def test_vote_in_chromium_and_nothing_leaks(served):
     for secret in SECRETS:
         for blob in everything:
             assert secret.encode() not in blob, secret
+
+
+def test_signed_links_in_chromium(tmp_path):
+    """A forged and a missing token see the refusal page, their key presses store nothing; the
+    signed link of the same id votes."""
+    from playwright.sync_api import sync_playwright
+
+    secret = "chromium-link-secret-0123456789"
+    with serving(tmp_path, "--require-signed-links", "--control-rate", "0",
+                 env={"RATER_LINK_SECRET": secret}) as (url, _, db), sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_page()
+        good = links.link(url + "/", secret.encode(), "eve")
+        forged = good[:-4] + ("0000" if not good.endswith("0000") else "1111")
+        for bad in (forged, f"{url}/?rater=eve", f"{url}/?rater=mallory&sig={good[-32:]}"):
+            page.goto(bad)
+            page.get_by_text("not valid for this study").wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
+            assert page.get_by_role("button", name="I prefer set A").count() == 0
+            for key in ("a", "b", "i"):
+                page.keyboard.press(key)
+            assert page.locator("img").count() == 0
+        page.wait_for_timeout(500)
+        assert VoteStore(str(db)).count() == 0              # checked in the database
+        page.goto(good)
+        page.get_by_text("0 of 4 answered").wait_for(timeout=60_000)
+        page.locator("img").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        page.get_by_role("button", name="I prefer set B").click()
+        page.get_by_text("1 of 4 answered").wait_for(timeout=30_000)
+        browser.close()
+    votes = VoteStore(str(db)).votes()
+    assert votes["rater_id"].tolist() == ["eve"] and votes["choice"].tolist() == ["right"]
