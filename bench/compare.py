@@ -154,6 +154,28 @@ def fid_problem(a: Side, b: Side) -> str | None:
     return None
 
 
+def shared_extra(a: Side, b: Side) -> tuple[list, dict, dict]:
+    """The other metrics (bench.metrics.suite) both runs computed against the same reference:
+    (specs, A's references, B's references)."""
+    import numpy as np
+
+    from .metrics.suite import MetricPlan
+    from .statistics import load_extra_references
+
+    plans = [MetricPlan.from_record(s.record["plan"]) if "plan" in s.record else None for s in (a, b)]
+    if None in plans:
+        return [], {}, {}
+    labels_b = {spec.label for spec in plans[1].extra}
+    specs = [spec for spec in plans[0].extra if spec.label in labels_b]
+    refs_a, refs_b = load_extra_references(a.run, specs), load_extra_references(b.run, specs)
+
+    def same(x, y) -> bool:
+        return x.protocol == y.protocol and np.array_equal(x.mu, y.mu)
+
+    specs = [spec for spec in specs if same(refs_a[spec.network], refs_b[spec.network])]
+    return specs, refs_a, refs_b
+
+
 def compare(a: Side, b: Side, *, paired: bool, replicates: int, seed: int, device: str,
             progress: bool = True) -> tuple[list[dict], str | None]:
     """comparisons.csv rows (Δ = A - B) and the reason FID was left out, if it was."""
@@ -168,6 +190,12 @@ def compare(a: Side, b: Side, *, paired: bool, replicates: int, seed: int, devic
     root = reference_root(reference)
     options = StatsOptions(bootstrap=replicates, seed=seed, fid_inf_points=0, device=device)
     pairs = pairs_of(a, b)
+    from .metrics.suite import KINDS
+
+    extra, refs_a, refs_b = shared_extra(a, b)
+    columns = [spec.column(q) for spec in extra for q in KINDS[spec.kind].quantities
+               if KINDS[spec.kind].has_interval(q)]
+    caches = ({}, {})   # each side's reference terms, shared by its configs
     bar = tqdm(total=2 * len(pairs) * replicates if feature else 0, desc="bootstrap", unit="rep",
                disable=not progress or not feature)
     rows = []
@@ -178,9 +206,9 @@ def compare(a: Side, b: Side, *, paired: bool, replicates: int, seed: int, devic
             order = {p: j for j, p in enumerate(prompts)}
             draws = Draws.make(len(prompts), replicates, seed if paired else seed + 1000003 * i)
             stats.append(config_stats(side.run, config, order, draws, root, reference, feature,
-                                      options, bar))
+                                      options, bar, extra, (refs_a, refs_b)[i], caches[i]))
         row = comparison_row(stats[0], stats[1], fid=feature is not None, paired=paired,
-                             options=options)
+                             options=options, extra_columns=columns)
         rows.append({"run_a": a.path, "config_a": ca["config_key"], "run_b": b.path,
                      "config_b": cb["config_key"], "n_prompts_a": stats[0].row["n_prompts"],
                      "n_prompts_b": stats[1].row["n_prompts"], **row})
@@ -233,7 +261,8 @@ def main(argv=None) -> int:
     print_table(rows)
     if args.out:
         path = Path(args.out) / "comparisons.csv"
-        atomic_write_text(path, csv_text(rows, FIELDS))
+        extra = [k for k in (rows[0] if rows else {}) if k not in FIELDS]
+        atomic_write_text(path, csv_text(rows, FIELDS[:-3] + extra + FIELDS[-3:]))
         print(f"results: {path}")
     return 0
 

@@ -153,6 +153,18 @@ def test_comparisons_pair_every_metric(metric_run):
         assert 0 < float(c[f"delta_{col}_p"]) <= 1
 
 
+def test_compare_across_runs_pairs_every_shared_metric(metric_run, tmp_path):
+    from bench.compare import main as compare_main
+
+    key = read_rows(metric_run / "metrics" / "summary.csv")[0]["config_key"]
+    out = tmp_path / "cmp"
+    assert compare_main([f"{metric_run}:{key}", f"{metric_run}:{key}", "--out", str(out),
+                         "--bootstrap", "20", "--no-progress"]) == 0
+    row = read_rows(out / "comparisons.csv")[0]
+    for col in ("fid", "clip", "cmmd_inception", "fid_dinov2", "precision_inception"):
+        assert float(row[f"delta_{col}"]) == 0.0 and float(row[f"delta_{col}_p"]) == 1.0, col
+
+
 def test_rescore_reproduces_the_summary_with_every_metric(metric_run):
     summary = (metric_run / "metrics" / "summary.csv").read_bytes()
     assert rescore_main([str(metric_run), "--no-progress"]) == 0
