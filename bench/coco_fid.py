@@ -210,10 +210,9 @@ def network_sources(args) -> dict[str, str | None]:
 def metric_plan(args):
     """The MetricPlan of --metrics (bench.metrics.suite); UserError if it names unknown things."""
     from .metrics import networks
-    from .metrics.suite import parse_metrics
+    from .metrics.suite import KINDS, parse_metrics
 
-    defaults = {"fid": args.fid_network, "kid": args.fid_network, "cmmd": args.cmmd_network,
-                "prdc": args.prdc_features}
+    defaults = {name: getattr(args, kind.default_flag) for name, kind in KINDS.items()}
     if args.prdc_samples < 2:
         raise UserError("--prdc-samples must be at least 2")
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -99,7 +100,7 @@ def cmd_networks(args) -> int:
     unknown = [n for n in names if n not in NETWORKS]
     if unknown or args.batch_size < 1 or args.repeats < 1:
         print(f"error: unknown network {unknown[0]!r}" if unknown else
-              "error: --batch-size and --repeats must be at least 1", file=__import__("sys").stderr)
+              "error: --batch-size and --repeats must be at least 1", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

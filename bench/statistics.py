@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +36,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from .metrics.fid import kid_of
 from .metrics.resample import (PromptIndex, PromptMeans, FrechetResampler, counts_of,
                                draw_prompts, fid_inf_sizes, fid_infinity, interval, line_fit,
                                p_value)
@@ -163,28 +163,6 @@ def _fid_stats(features, groups: PromptIndex, reference, draws, counts, options:
     return out
 
 
-def kid_of(features, reference_features, *, subsets: int, subset_size: int, seed: int):
-    """(KID mean, std over subsets) with torchmetrics, subsets clamped to the smaller set."""
-    import torch
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    from .metrics.fid import _Precomputed
-
-    fake = torch.as_tensor(np.array(features, dtype=np.float64))  # a copy: memmaps are read-only
-    real = torch.as_tensor(np.asarray(reference_features), dtype=torch.float64)
-    size = min(subset_size, len(fake), len(real))
-    with warnings.catch_warnings():  # "will save all extracted features": it is meant to here
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        kid = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets,
-                                      subset_size=size, sync_on_compute=False)
-    kid.update(fake, real=False)
-    kid.update(real, real=True)
-    with torch.random.fork_rng(devices=[]):  # the subsets use the global RNG: seed a fork
-        torch.manual_seed(seed)
-        mean, std = kid.compute()
-    return float(mean), float(std)
-
-
 def load_reference(run: RunDir):
     """The FID reference statistics stored with the run (coco.reference.ReferenceStats)."""
     from coco.reference import ReferenceStats
@@ -252,10 +230,10 @@ def config_stats(run: RunDir, config: dict, order: dict[str, int], draws: Draws,
                                                 subsets=options.kid_subsets,
                                                 subset_size=options.kid_subset_size,
                                                 seed=options.seed)
+    from .metrics.suite import spec_stats
+
     keys = [(r["prompt_id"], int(r["k"])) for r in rows]
     for spec in extra:
-        from .metrics.suite import spec_stats
-
         features = load_features(run.metrics, key, spec.network, keys)
         values, reps = spec_stats(spec, features, groups.codes, (extra_refs or {})[spec.network],
                                   draws.counts, options, cache if cache is not None else {})
@@ -381,10 +359,10 @@ def delta_fields(columns: Sequence[str]) -> list[str]:
 
 
 def _write_comparisons(run: RunDir, stats: dict, options: StatsOptions, extra: Sequence = ()) -> Path:
-    configs = [e.row for e in stats.values()]
-    refs = reference_keys(configs, options.reference_config)
     from .metrics.suite import KINDS
 
+    configs = [e.row for e in stats.values()]
+    refs = reference_keys(configs, options.reference_config)
     columns = [spec.column(q) for spec in extra for q in KINDS[spec.kind].quantities
                if KINDS[spec.kind].has_interval(q)]
     rows = []

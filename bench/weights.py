@@ -194,7 +194,8 @@ def check_weights(*, fid: bool = True, clip: bool = True, inception_weights: str
         fid, inception_weights: check the Inception file (the default FID network).
         clip, clip_model, clip_pretrained, clip_cache_dir: check the CLIP scorer's weights.
         networks: other feature networks to check, name -> source (None: its default).
-    Returns: {"inception": Path, "clip": ClipWeights, <network>: None, ...} for those asked for.
+    Returns: {"inception": Path, "clip": ClipWeights, <network>: what its check resolved, ...}
+        for those asked for.
     Raises:
         WeightsNotFoundError: with one line per missing file.
     """
@@ -207,11 +208,7 @@ def check_weights(*, fid: bool = True, clip: bool = True, inception_weights: str
         wanted.setdefault("inception", inception_weights)
     for name, source in wanted.items():
         try:
-            if name == "inception":
-                found[name] = resolve_inception_weights(source)
-            else:
-                registry.check(name, source)
-                found[name] = None
+            found[name] = registry.check(name, source)
         except WeightsNotFoundError as e:
             missing.append(str(e))
     if clip:

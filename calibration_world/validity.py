@@ -155,7 +155,7 @@ def metric_validity(summary: list[dict], oracle: list[dict], ladder: list[dict],
     Args:
         summary: summary.csv rows; oracle: oracle_summary.csv rows (skill all_right per config);
         ladder: metric_degradations.csv rows (may be empty); columns: `_summary_columns`
-            (the ladder column may be left out: the summary column then).
+            (column, metric, network, better, its column in the ladder).
     """
     from bench.metrics.resample import interval
 
@@ -163,8 +163,7 @@ def metric_validity(summary: list[dict], oracle: list[dict], ladder: list[dict],
                 if r.get("skill") == "all_right" and r.get("accuracy") not in (None, "")}
     rng = np.random.default_rng([int(seed), 21])
     rows = []
-    for column, metric, network, better, *rest in columns:
-        ladder_column = rest[0] if rest else column
+    for column, metric, network, better, ladder_column in columns:
         pairs = [(float(r[column]), accuracy[r["config_key"]]) for r in summary
                  if r.get(column) not in (None, "") and r["config_key"] in accuracy
                  and math.isfinite(float(r[column]))]

@@ -207,8 +207,8 @@ def test_metric_validity_ranks_by_agreement_against_scipy():
     summary = [{"config_key": f"c{i}", "fid": str(50 - 10 * a + (i % 2)), "clip_score": str(20 + i),
                 "cmmd_x": str([3, 1, 2, 5, 4][i])} for i, a in enumerate(acc)]
     oracle = [{"config_key": f"c{i}", "skill": "all_right", "accuracy": str(a)} for i, a in enumerate(acc)]
-    cols = [("fid", "fid", "inception", "lower"), ("clip_score", "clip_score", "", "higher"),
-            ("cmmd_x", "cmmd", "x", "lower")]
+    cols = [("fid", "fid", "inception", "lower", "fid_inception"),
+            ("clip_score", "clip_score", "", "higher", ""), ("cmmd_x", "cmmd", "x", "lower", "cmmd_x")]
     rows = metric_validity(summary, oracle, [], cols, n_boot=200, seed=0)
     by = {r["column"]: r for r in rows}
     for col, better in (("fid", -1), ("clip_score", 1), ("cmmd_x", -1)):

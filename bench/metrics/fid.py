@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata as md
 import pickle
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -167,6 +168,25 @@ class _Precomputed(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features.double()  # the FID result then stays float64
+
+
+def kid_of(features, reference_features, *, subsets: int, subset_size: int, seed: int):
+    """(KID mean, std over subsets) with torchmetrics, subsets clamped to the smaller set."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    fake = torch.as_tensor(np.array(features, dtype=np.float64))  # a copy: memmaps are read-only
+    real = torch.as_tensor(np.asarray(reference_features), dtype=torch.float64)
+    size = min(subset_size, len(fake), len(real))
+    with warnings.catch_warnings():  # "will save all extracted features": it is meant to here
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid = KernelInceptionDistance(feature=_Precomputed(fake.shape[1]), subsets=subsets,
+                                      subset_size=size, sync_on_compute=False)
+    kid.update(fake, real=False)
+    kid.update(real, real=True)
+    with torch.random.fork_rng(devices=[]):  # the subsets use the global RNG: seed a fork
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
+    return float(mean), float(std)
 
 
 def _rank() -> int:

@@ -65,10 +65,10 @@ def _inception_load(source, *, device, **options):
     return load_fid_extractor(source, device=device, **options)
 
 
-def _inception_check(source) -> None:
+def _inception_check(source):
     from ..weights import resolve_inception_weights
 
-    resolve_inception_weights(source)
+    return resolve_inception_weights(source)
 
 
 def _register_builtin() -> None:
@@ -108,11 +108,11 @@ def entry(name: str) -> NetworkEntry:
     return _entry(name)
 
 
-def check(name: str, source: str | None = None) -> None:
-    """Resolve `name`'s weights without loading them (WeightsNotFoundError if missing)."""
+def check(name: str, source: str | None = None):
+    """Resolve `name`'s weights without loading them; returns what its check resolved (a path,
+    or None). Raises WeightsNotFoundError if they are missing."""
     e = _entry(name)
-    if e.check is not None:
-        e.check(source)
+    return e.check(source) if e.check is not None else None
 
 
 def load(name: str, source: str | None = None, *, device: str | torch.device = "cpu", **options):

@@ -177,7 +177,7 @@ def _fid(features, codes, reference, counts, options, cache):
 
 
 def _kid(features, codes, reference, counts, options, cache):
-    from ..statistics import kid_of
+    from .fid import kid_of
 
     mean, std = kid_of(features, reference.features, subsets=options.kid_subsets,
                        subset_size=options.kid_subset_size, seed=options.seed)
