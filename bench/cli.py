@@ -38,7 +38,8 @@ def fill_defaults(args: argparse.Namespace, values: dict) -> dict:
 def add_sampling_args(p: argparse.ArgumentParser, *, guidance: str | None,
                       thresholding: str | None, steps: int | None = 64, guidance_help: str = "",
                       thresholding_help: str = "", steps_help: str = "",
-                      aug_help: str = "") -> argparse._ArgumentGroup:
+                      aug_help: str = "", sampler: str | None = "ddim",
+                      sampler_help: str = "") -> argparse._ArgumentGroup:
     """The sampling grid: comma lists of guidance weights, modes and aug levels, and the sampler.
 
     A default of None leaves the flag to be filled in after parsing (`fill_defaults`); its
@@ -53,11 +54,12 @@ def add_sampling_args(p: argparse.ArgumentParser, *, guidance: str | None,
                       + thresholding_help)
     grid.add_argument("--aug-level", default="0", metavar="A,...",
                       help="comma list of SR noise-augmentation levels" + aug_help)
-    grid.add_argument("--sampler", "--scheduler", dest="sampler", choices=SAMPLERS, default="ddim",
-                      help="sampler of every stage (not stated in the paper): ddim or ddpm for "
-                      "imagen_ref and IF; any for a diffusers pipeline (dpmpp = DPM-Solver++ 2M, "
-                      "euler-a = Euler ancestral, flow-* for flow-matching pipelines such as FLUX, "
-                      "native = the pipeline's saved scheduler)")
+    grid.add_argument("--sampler", "--scheduler", dest="sampler", choices=SAMPLERS, default=sampler,
+                      help="sampler of every stage (the paper: ancestral, DDIM for some models): "
+                      "ddim or ddpm (ancestral) for imagen_ref and IF; any for a diffusers "
+                      "pipeline (dpmpp = DPM-Solver++ 2M, euler-a = Euler ancestral, flow-* for "
+                      "flow-matching pipelines such as FLUX, native = the pipeline's saved "
+                      "scheduler)" + (sampler_help or ("" if sampler is None else f" (default: {sampler})")))
     grid.add_argument("--steps", type=int, default=steps, help="denoising steps per stage (not "
                       "stated in the paper)" + steps_help)
     grid.add_argument("--seed", type=int, default=0, help="base seed of the per-image seeds")

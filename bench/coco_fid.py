@@ -33,7 +33,8 @@ from .sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
 
 # The paper's protocol: what a flag left out means on real data (Inception: the torch.hub cache).
 PAPER = {"num_samples": 30000, "guidance": PAPER_GUIDANCE, "thresholding": PAPER_THRESHOLDING,
-         "steps": 64, "clip_model": "ViT-L-14", "fid_network": "inception", "cmmd_network": "clip",
+         "steps": 64, "sampler": "ddim", "clip_model": "ViT-L-14", "fid_network": "inception",
+         "cmmd_network": "clip",
          "prdc_features": "dinov2", "metrics": "fid,clip_score"}
 
 EPILOG = """examples:
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                       guidance_help=two_defaults(PAPER_GUIDANCE, cw_default("guidance")),
                       thresholding_help=two_defaults(PAPER_THRESHOLDING, cw_default("thresholding")),
                       steps_help=two_defaults(PAPER["steps"], cw_default("steps")),
-                      aug_help=" (paper: 0 gives the best FID)")
+                      aug_help=" (paper: 0 gives the best FID)", sampler=None,
+                      sampler_help=two_defaults(PAPER["sampler"], cw_default("sampler")))
     add_execution_args(p)
     met = p.add_argument_group("metrics")
     met.add_argument("--metrics", default=None, metavar="LIST",

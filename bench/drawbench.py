@@ -35,7 +35,7 @@ from .coco_fid import (UserError, _device, _now, _prompts_sha256, check_referenc
 
 # Flags left out on a named suite or a prompt file that is not a calibration world's.
 PAPER = {"samples_per_prompt": 8, "guidance": "1.35/8",
-         "thresholding": "dynamic:0.995", "steps": 64, "clip_model": "ViT-L-14"}
+         "thresholding": "dynamic:0.995", "steps": 64, "sampler": "ddim", "clip_model": "ViT-L-14"}
 
 EPILOG = """examples:
   # no arguments: the bundled cascade on the calibration world's prompts, offline, on a CPU
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "COCO headline one" + two_defaults(PAPER["guidance"], cw_default("guidance")),
                       thresholding_help=two_defaults(PAPER["thresholding"],
                                                      cw_default("thresholding")),
-                      steps_help=two_defaults(PAPER["steps"], cw_default("steps")))
+                      steps_help=two_defaults(PAPER["steps"], cw_default("steps")), sampler=None,
+                      sampler_help=two_defaults(PAPER["sampler"], cw_default("sampler")))
     add_execution_args(p)
     met = p.add_argument_group("metrics")
     add_clip_args(met, model=None, model_help=two_defaults(PAPER["clip_model"],

@@ -16,6 +16,13 @@ bench.coco_fid / bench.drawbench whose prompts are calibration-world captions an
                                   the discordant pairs), delta = (n_gained - n_lost) / n_paired;
                                   the same against the w = 0 (unconditional) config: uncond_key,
                                   vs0_n_paired, vs0_n_gained, vs0_n_lost, vs0_mcnemar_p, vs0_delta
+    metrics/thresholding_modes.csv  the thresholding modes against each other at each guidance
+                                  weight (same aug level, sampler and steps), on the same prompt,
+                                  k and seed: per pair of modes (mode_a before mode_b in grid
+                                  order) and skill: n_paired, accuracy_a, accuracy_b, n_a_only,
+                                  n_b_only, mcnemar_p (exact), saturated_a, saturated_b (mean
+                                  saturated fraction), verdict (a_worse, b_worse or no_difference
+                                  at p < 0.05)
     metrics/saturation.csv        per config: n_images, saturated_fraction (mean over images of
                                   the fraction of pixels with some channel at uint8 0 or 255,
                                   the stand-in for x0 at -1 or +1: the PNG quantises [-1, 1] to
@@ -64,6 +71,10 @@ SUMMARY_FIELDS = ["config_key", "guidance", "thresholding", "skill", "n", "accur
                   "ci_hi", "baseline_key", "n_paired", "n_gained", "n_lost", "mcnemar_p", "delta",
                   "uncond_key", "vs0_n_paired", "vs0_n_gained", "vs0_n_lost", "vs0_mcnemar_p",
                   "vs0_delta"]
+MODE_FIELDS = ["guidance", "aug_level", "sampler", "steps", "mode_a", "mode_b", "key_a", "key_b",
+               "skill", "n_paired", "accuracy_a", "accuracy_b", "n_a_only", "n_b_only", "mcnemar_p",
+               "saturated_a", "saturated_b", "verdict"]
+ALPHA = 0.05  # the level of a mode comparison's verdict
 SATURATION_FIELDS = ["config_key", "guidance", "thresholding", "n_images", "saturated_fraction",
                      "saturated_sd"]
 AUC_FIELDS = ["scope", "guidance", "thresholding", "n", "n_correct", "n_wrong", "auc", "ci_lo",
@@ -240,6 +251,52 @@ def paired(mine: dict, ref: dict) -> dict:
     return {"n_paired": len(both), "n_gained": gained, "n_lost": lost,
             "mcnemar_p": mcnemar(gained, lost),
             "delta": (gained - lost) / len(both) if both else math.nan}
+
+
+def mode_comparisons(per_image: list[dict], configs: dict[str, dict]) -> list[dict]:
+    """thresholding_modes.csv rows: at each guidance weight (and aug level, sampler, steps), every
+    pair of thresholding modes of the grid, per skill, paired on prompt, k and seed (see the
+    module docstring). The paper's claim (Saharia et al. 2022, §2.3): at high guidance no
+    thresholding is worse than static and dynamic; at w = 1 the modes should agree."""
+    from itertools import combinations
+
+    by_config: dict[str, list[dict]] = defaultdict(list)
+    for r in per_image:
+        by_config[r["config_key"]].append(r)
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for key, cfg in configs.items():
+        if key in by_config:
+            groups[tuple(str(cfg.get(a, "")) for a in ("guidance", "aug_level", "sampler",
+                                                        "steps"))].append(cfg)
+    out = []
+    for (w, aug, sampler, steps), cfgs in groups.items():
+        for a, b in combinations(cfgs, 2):
+            rows_a, rows_b = by_config[a["config_key"]], by_config[b["config_key"]]
+            sat_a = _saturation_by_image(rows_a)
+            sat_b = _saturation_by_image(rows_b)
+            both = sorted(set(sat_a) & set(sat_b))
+            for skill in SKILLS:
+                va, vb = _values(rows_a, skill), _values(rows_b, skill)
+                p = paired(va, vb)
+                common = sorted(set(va) & set(vb))
+                acc_a = sum(va[i] for i in common) / len(common) if common else math.nan
+                acc_b = sum(vb[i] for i in common) / len(common) if common else math.nan
+                verdict = ("no_difference" if not p["mcnemar_p"] < ALPHA
+                           else "a_worse" if p["n_gained"] < p["n_lost"] else "b_worse")
+                out.append({"guidance": w, "aug_level": aug, "sampler": sampler, "steps": steps,
+                            "mode_a": a.get("thresholding", ""), "mode_b": b.get("thresholding", ""),
+                            "key_a": a["config_key"], "key_b": b["config_key"], "skill": skill,
+                            "n_paired": p["n_paired"], "accuracy_a": acc_a, "accuracy_b": acc_b,
+                            "n_a_only": p["n_gained"], "n_b_only": p["n_lost"],
+                            "mcnemar_p": p["mcnemar_p"],
+                            "saturated_a": float(np.mean([sat_a[i] for i in both])) if both else math.nan,
+                            "saturated_b": float(np.mean([sat_b[i] for i in both])) if both else math.nan,
+                            "verdict": verdict})
+    return out
+
+
+def _saturation_by_image(rows: list[dict]) -> dict[tuple[str, int, str], float]:
+    return {(r["prompt_id"], int(r["k"]), str(r["seed"])): float(r["saturated"]) for r in rows}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +515,9 @@ def run_checks(args) -> list[Path]:
     written = [_write(run.metrics / "oracle_per_image.csv", per_image, PER_IMAGE_FIELDS),
                _write(run.metrics / "oracle_summary.csv", summarize(per_image, configs), SUMMARY_FIELDS),
                _write(run.metrics / "saturation.csv", saturation_rows(per_image, configs),
-                      SATURATION_FIELDS)]
+                      SATURATION_FIELDS),
+               _write(run.metrics / "thresholding_modes.csv", mode_comparisons(per_image, configs),
+                      MODE_FIELDS)]
     if run.per_image.is_file():
         rows = clip_auc_rows(per_image, read_csv(run.per_image), configs, n_boot=args.n_boot,
                              seed=args.seed)

@@ -7,7 +7,8 @@
                 val captions; FID-style distance with the world's feature network, CLIP-style
                 score with the world's tower, on the same noise in every config
   3. checks     calibration_world.checks on the sweep: oracle accuracy per skill against w = 1
-                (McNemar), saturation, CLIP-style AUC, the degradation ladder
+                (McNemar), the thresholding modes against each other at each w, saturation,
+                CLIP-style AUC, the degradation ladder
   4. drawbench  bench.drawbench on the world's prompts.csv (categories = skills), two configs
   5. db-checks  the oracle on the DrawBench-style run (per category)
   6. pairs      rating tasks: the two DrawBench-style configs side by side
@@ -64,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="thresholding modes")
     sweep.add_argument("--num-samples", type=int, default=96, metavar="N",
                        help="captions per config (the same captions and noise in every config)")
-    sweep.add_argument("--steps", type=int, default=12,
-                       help="DDIM steps per stage (on the bundled base, 12 scored as 24 did)")
+    sweep.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm",
+                       help="sampler of every stage and run: ddpm (ancestral, the paper's) or ddim")
+    sweep.add_argument("--steps", type=int, default=12, help="sampler steps per stage")
     sweep.add_argument("--num-stages", type=int, default=None,
                        help="sample only the first N stages (default: all)")
     db = p.add_argument_group("DrawBench-style run and raters")
@@ -154,12 +156,14 @@ def _world_spec(args) -> cw.WorldSpec:
 def stage_sweep(args, paths, world: Path) -> None:
     argv = ["--model", args.model, "--coco-root", world, "--out", paths["coco_fid"],
             "--num-samples", args.num_samples, "--guidance", args.guidance,
-            "--thresholding", args.thresholding, "--steps", args.steps, *_common(args)]
+            "--thresholding", args.thresholding, "--sampler", args.sampler, "--steps", args.steps,
+            *_common(args)]
     generate("bench.coco_fid", argv, args, "bench.coco_fid")
 
 
 def _checked(run: Path, world: bool) -> bool:
-    names = ["oracle_summary.csv", "saturation.csv", "metric_validity.csv"] + (
+    names = ["oracle_summary.csv", "saturation.csv", "thresholding_modes.csv",
+             "metric_validity.csv"] + (
         ["degradations.csv", "metric_degradations.csv"] if world else [])
     summary = run / "metrics" / "summary.csv"
     return all((run / "metrics" / n).is_file()
@@ -180,7 +184,7 @@ def stage_checks(args, run: Path, world: Path | None) -> None:
 def db_configs(args) -> list:
     from bench.sampling import build_grid
 
-    configs = build_grid(args.db_guidance, "dynamic:0.995", "0", "ddim", args.steps)
+    configs = build_grid(args.db_guidance, "dynamic:0.995", "0", args.sampler, args.steps)
     if len(configs) != 2:
         raise DemoError(f"--db-guidance {args.db_guidance!r}: give two different weights")
     return configs
@@ -188,7 +192,8 @@ def db_configs(args) -> list:
 
 def stage_drawbench(args, paths, world: Path) -> None:
     argv = ["--model", args.model, "--prompts", world / "prompts.csv", "--out", paths["drawbench"],
-            "--guidance", args.db_guidance, "--thresholding", "dynamic:0.995", "--steps", args.steps,
+            "--guidance", args.db_guidance, "--thresholding", "dynamic:0.995",
+            "--sampler", args.sampler, "--steps", args.steps,
             "--samples-per-prompt", args.db_samples, "--limit-per-category", args.db_limit,
             *_common(args)]
     generate("bench.drawbench", argv, args, "bench.drawbench")

@@ -82,14 +82,15 @@ def _score_batch(oracle: Oracle, images: torch.Tensor, prompts, skills, first: i
 def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none", "static"), *,
                  steps: int = 25, seed: int = 0, num_stages: int = 1, batch_size: int = 50,
                  lowres: torch.Tensor | None = None, oracle: Oracle | None = None,
-                 progress: bool = False) -> list[dict]:
+                 sampler: str = "ddim", progress: bool = False) -> list[dict]:
     """Sample every caption under every (guidance, thresholding) setting and score it.
 
     Args:
         cascade: an imagen_ref.pipeline.Cascade.
         captions: strings, or (caption, skill) pairs as `heldout_captions` gives.
         guidances, modes: the grid; modes are imagen_ref thresholding strings.
-        steps: DDIM steps per stage; seed: base seed (image i uses derive_seed(seed, i)).
+        steps: sampler steps per stage; seed: base seed (image i uses derive_seed(seed, i)).
+        sampler: "ddim" (deterministic) or "ddpm" (ancestral, the paper's).
         num_stages: 1 scores the base stage; 2 adds the SR stage (same settings).
         lowres: one low-res image per caption (e.g. `truth_lowres`): the SR stage (num_stages
             2) is fed these instead of the base stage's samples; rows say `from_truth`.
@@ -105,9 +106,9 @@ def oracle_sweep(cascade, captions, guidances=(0.0, 1.0, 3.0, 5.0), modes=("none
     grid = [(float(w), m) for w in guidances for m in modes]
     rows = []
     for n_done, (w, mode) in enumerate(grid):
-        setting = {"guidance": w, "thresholding": mode, "steps": steps, "stages": num_stages,
-                   "from_truth": lowres is not None}
-        cfg = StageSampling(guidance=w, thresholding=mode, steps=steps)
+        setting = {"guidance": w, "thresholding": mode, "sampler": sampler, "steps": steps,
+                   "stages": num_stages, "from_truth": lowres is not None}
+        cfg = StageSampling(guidance=w, thresholding=mode, sampler=sampler, steps=steps)
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             given = ({} if lowres is None
@@ -226,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance weights (default: 0 1 3 5 8; --swap-test: 3)")
     p.add_argument("--thresholding", nargs="+", default=None,
                    help="thresholding modes (default: none static; --swap-test: static)")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--steps", type=int, default=25, help="sampler steps")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim",
+                   help="ddim (deterministic) or ddpm (ancestral); the sweep only")
     p.add_argument("--stages", type=int, default=1, help="1: base only; 2: base + SR")
     only = p.add_mutually_exclusive_group()
     only.add_argument("--swap-test", action="store_true",
@@ -286,7 +289,7 @@ def main(argv=None) -> int:
     args.thresholding = args.thresholding or ["none", "static"]
     rows = oracle_sweep(cascade, captions, args.guidance, args.thresholding, steps=args.steps,
                         seed=args.seed, num_stages=args.stages, batch_size=args.batch_size,
-                        lowres=lowres, progress=True)
+                        lowres=lowres, sampler=args.sampler, progress=True)
     summary = summarize(rows)
     meta = {"cascade": str(path), "cascade_describe": cascade.describe(), **vars(args)}
     write_results(Path(args.out), rows, summary, meta)

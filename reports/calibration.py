@@ -36,6 +36,9 @@ FILES = {"oracle": ("oracle_summary.csv", ("config_key", "guidance", "thresholdi
                                            "mcnemar_p")),
          "saturation": ("saturation.csv", ("config_key", "guidance", "thresholding", "n_images",
                                            "saturated_fraction")),
+         "modes": ("thresholding_modes.csv", ("guidance", "mode_a", "mode_b", "skill", "n_paired",
+                                              "accuracy_a", "accuracy_b", "n_a_only", "n_b_only",
+                                              "mcnemar_p", "saturated_a", "saturated_b", "verdict")),
          "auc": ("clip_auc.csv", ("scope", "n_correct", "n_wrong", "auc", "ci_lo", "ci_hi")),
          "ladder": ("degradations.csv", ("kind", "strength", "n", "distance", "monotonic")),
          "validity": ("metric_validity.csv", ("rank", "column", "metric", "network", "better",
@@ -44,7 +47,8 @@ FILES = {"oracle": ("oracle_summary.csv", ("config_key", "guidance", "thresholdi
 PAIRED = ("n_paired", "n_gained", "n_lost", "mcnemar_p", "delta")  # a comparison's columns
 NUMBERS = ("n", "accuracy", "ci_lo", "ci_hi", *PAIRED, *(f"vs0_{k}" for k in PAIRED), "n_images",
            "saturated_fraction", "saturated_sd", "n_correct", "n_wrong", "auc", "strength",
-           "distance", "rank", "n_configs", "spearman", "agreement")
+           "distance", "rank", "n_configs", "spearman", "agreement", "accuracy_a", "accuracy_b",
+           "n_a_only", "n_b_only", "saturated_a", "saturated_b")
 
 
 def _in_world(path: str | None, run: RunData) -> bool:
@@ -193,6 +197,58 @@ def saturation_table(run: RunData, rows: list[dict]) -> Table:
             "for x0 at ±1 (the paper's saturation failure of high guidance without thresholding).")
     return Table(f"calibration_saturation_{slug(run.name)}", f"{run.name}: saturation per config",
                  cols, _order(rows), note, extra_csv=["guidance", "thresholding"])
+
+
+def _mode_verdict(row: dict) -> str:
+    """'a worse', 'b worse' or 'no difference' with the pair's names, from the all-right row."""
+    a, b = row["mode_a"], row["mode_b"]
+    if row["verdict"] == "a_worse":
+        return f"{a} worse than {b}"
+    if row["verdict"] == "b_worse":
+        return f"{b} worse than {a}"
+    return "no difference"
+
+
+def modes_table(run: RunData, rows: list[dict]) -> Table:
+    """The thresholding modes against each other at each guidance weight: all-right accuracy,
+    the paired images right in one mode only, the exact McNemar p, saturation, and the skills
+    that differ at p < 0.05 (calibration_world.checks.mode_comparisons)."""
+    def key(r):
+        return (r["guidance"], r.get("aug_level", ""), r.get("sampler", ""), r.get("steps", ""),
+                r["mode_a"], r["mode_b"])
+
+    differing: dict[tuple, list[str]] = defaultdict(list)
+    for r in rows:
+        if r["skill"] != "all_right" and number(r["mcnemar_p"]) < 0.05:
+            differing[key(r)].append(SKILL_LABELS.get(r["skill"], r["skill"]))
+    entries = [{**r, "pair": f"{r['mode_a']} vs {r['mode_b']}",
+                "other_skills": ", ".join(differing[key(r)]) or "none"}
+               for r in rows if r["skill"] == "all_right"]
+    entries.sort(key=lambda r: guidance_value(r["guidance"]))
+    cols = [Column("guidance", "w", numeric=True), Column("pair", "A vs B"),
+            Column("accuracy_a", "all right A / B", numeric=True,
+                   cell=lambda r: f"{percent(r['accuracy_a'])} / {percent(r['accuracy_b'])}"),
+            Column("n_a_only", "right in A only / B only", numeric=True,
+                   cell=lambda r: f"{int(number(r['n_a_only']))} / {int(number(r['n_b_only']))}"),
+            Column("mcnemar_p", "McNemar p", numeric=True,
+                   cell=lambda r: f"{number(r['mcnemar_p']):.2g}"
+                   + (" *" if number(r["mcnemar_p"]) < 0.05 else "")),
+            Column("verdict", "verdict (all right, p < 0.05)", cell=_mode_verdict),
+            Column("saturated_a", "saturated pixels A / B", numeric=True,
+                   cell=lambda r: f"{percent(r['saturated_a'])} / {percent(r['saturated_b'])}"),
+            Column("other_skills", "skills that differ (p < 0.05)")]
+    note = ("Does thresholding matter? Each pair of thresholding modes at the same guidance "
+            "weight, on the same prompts and noise: the share of images the oracle finds all "
+            "right in each mode, the images right in one mode only, the exact McNemar p (two-sided "
+            "binomial test of those discordant pairs; * p < 0.05) and the mean share of saturated "
+            "pixels. The paper (§2.3): at high guidance, no thresholding saturates and breaks the "
+            "images, static and dynamic thresholding do not; at w = 1 the modes should agree. "
+            "Whether dynamic beats static is shown as measured.")
+    return Table(f"calibration_thresholding_{slug(run.name)}",
+                 f"{run.name}: thresholding modes against each other", cols, entries, note,
+                 row_class=lambda r: "warn" if r["verdict"] != "no_difference" else "",
+                 extra_csv=["mode_a", "mode_b", "accuracy_b", "n_b_only", "saturated_b",
+                            "n_paired"])
 
 
 def auc_table(run: RunData, rows: list[dict]) -> Table:
@@ -359,6 +415,8 @@ def _run_blocks(run: RunData, checks: dict[str, list[dict]]) -> list[dict]:
         blocks.append({"kind": "figure", "figure": saturation_figure(
             checks["saturation"], fig_id=f"fig-calibration-saturation-{s}", title=run.name)})
         blocks.append({"kind": "table", "table": saturation_table(run, checks["saturation"])})
+    if checks.get("modes"):
+        blocks.append({"kind": "table", "table": modes_table(run, checks["modes"])})
     if checks.get("auc"):
         blocks.append({"kind": "table", "table": auc_table(run, checks["auc"])})
     if checks.get("validity"):

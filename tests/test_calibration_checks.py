@@ -447,6 +447,80 @@ def test_summary_and_report_compare_each_config_with_w0(run, tmp_path):
             assert f"p={r['vs0_mcnemar_p']:.2g}" in col
 
 
+def test_thresholding_modes_against_each_other_hand_counts_and_report(run, tmp_path):
+    """Every pair of thresholding modes at the same guidance weight (and sampler and steps), per
+    skill: hand counts of the discordant images, exact McNemar, mean saturation, verdict; a
+    config of another sampler is not paired; the report's table shows the all-right rows."""
+    import shutil
+
+    grid = {"w1n": ("1", "none", "ddpm"), "w1s": ("1", "static", "ddpm"),
+            "w5n": ("5", "none", "ddpm"), "w5s": ("5", "static", "ddpm"),
+            "w5d": ("5", "dynamic:0.995", "ddpm"), "w5s_ddim": ("5", "static", "ddim")}
+    configs = {k: {"config_key": k, "guidance": g, "thresholding": t, "aug_level": 0.0,
+                   "sampler": smp, "steps": 12} for k, (g, t, smp) in grid.items()}
+    rate = {"w1n": 0.6, "w1s": 0.6, "w5n": 0.15, "w5s": 0.7, "w5d": 0.6, "w5s_ddim": 0.7}
+    rng = np.random.default_rng(11)
+    truth, sat, rows = {}, {}, []
+    for key in grid:
+        for i in range(60):
+            if key == "w5d" and i == 59:
+                continue  # an image w5d lacks: pairs use the images both modes have
+            row = {"config_key": key, "prompt_id": f"p{i}", "k": "0", "seed": str(i)}
+            sat[(key, i)] = float(rng.random() * (0.4 if key == "w5n" else 0.05))
+            row["saturated"] = f"{sat[(key, i)]:.6g}"
+            for skill in checks.SKILLS:
+                applies = skill != "relation" or i % 3 == 0
+                ok = bool(rng.random() < rate[key]) if applies else None
+                truth[(key, i, skill)] = ok
+                row[skill] = "" if ok is None else str(int(ok))
+            rows.append(row)
+    out = checks.mode_comparisons(rows, configs)
+    got = {(r["key_a"], r["key_b"], r["skill"]): r for r in out}
+    pairs = [("w1n", "w1s"), ("w5n", "w5s"), ("w5n", "w5d"), ("w5s", "w5d")]
+    assert {(a, b) for a, b, _ in got} == set(pairs)  # w5s_ddim: another sampler, unpaired
+    assert len(out) == len(pairs) * len(checks.SKILLS)
+    for a, b in pairs:
+        images = [i for i in range(60) if (a, i) in sat and (b, i) in sat]
+        for skill in checks.SKILLS:
+            both = [i for i in images if truth[(a, i, skill)] is not None]
+            a_only = sum(truth[(a, i, skill)] and not truth[(b, i, skill)] for i in both)
+            b_only = sum(truth[(b, i, skill)] and not truth[(a, i, skill)] for i in both)
+            r = got[(a, b, skill)]
+            assert (r["mode_a"], r["mode_b"]) == (grid[a][1], grid[b][1])
+            assert r["guidance"] == grid[a][0] and r["sampler"] == "ddpm"
+            assert (r["n_paired"], r["n_a_only"], r["n_b_only"]) == (len(both), a_only, b_only)
+            p = exact_mcnemar(a_only, b_only)
+            assert r["mcnemar_p"] == pytest.approx(p, rel=1e-9)
+            assert r["accuracy_a"] == pytest.approx(np.mean([truth[(a, i, skill)] for i in both]))
+            assert r["accuracy_b"] == pytest.approx(np.mean([truth[(b, i, skill)] for i in both]))
+            assert r["saturated_a"] == pytest.approx(np.mean([sat[(a, i)] for i in images]), abs=1e-6)
+            assert r["saturated_b"] == pytest.approx(np.mean([sat[(b, i)] for i in images]), abs=1e-6)
+            want = ("no_difference" if p >= 0.05 else "a_worse" if a_only < b_only else "b_worse")
+            assert r["verdict"] == want, (a, b, skill)
+    # the planted effect: no thresholding at w = 5 is worse than both others on all right
+    assert got[("w5n", "w5s", "all_right")]["verdict"] == "a_worse"
+    assert got[("w5n", "w5d", "all_right")]["verdict"] == "a_worse"
+    # the report: one row per pair (its all-right comparison), in guidance order
+    root, _ = run
+    copy = tmp_path / "modes_run"
+    shutil.copytree(root, copy)
+    checks._write(copy / "metrics" / "thresholding_modes.csv", out, checks.MODE_FIELDS)
+    doc = build([copy], tmp_path / "r" / "index.html")
+    table = doc.find(".//table[@id='table-calibration_thresholding_modes-run']")
+    body = [[text_of(td) for td in tr.findall("td")] for tr in table.find("tbody").findall("tr")]
+    assert [(c[0], c[1]) for c in body] == [("1", "none vs static"), ("5", "none vs static"),
+                                            ("5", "none vs dynamic:0.995"),
+                                            ("5", "static vs dynamic:0.995")]
+    for cells, (a, b) in zip(body, pairs):
+        r = got[(a, b, "all_right")]
+        assert cells[3].replace(" ", "") == f"{r['n_a_only']}/{r['n_b_only']}"
+        assert cells[4].startswith(f"{r['mcnemar_p']:.2g}")
+        assert cells[5] == {"no_difference": "no difference",
+                            "a_worse": f"{grid[a][1]} worse than {grid[b][1]}",
+                            "b_worse": f"{grid[b][1]} worse than {grid[a][1]}"}[r["verdict"]]
+    assert (tmp_path / "r" / "calibration_thresholding_modes-run.csv").is_file()
+
+
 def test_report_ladder_and_statement_rules(run, tmp_path):
     import shutil
 
@@ -464,7 +538,7 @@ def test_report_ladder_and_statement_rules(run, tmp_path):
     # no calibration files, no world: neither section nor statement
     plain = tmp_path / "plain_run"
     shutil.copytree(root, plain)
-    for f in ("oracle_per_image", "oracle_summary", "saturation", "clip_auc"):
+    for f in ("oracle_per_image", "oracle_summary", "saturation", "thresholding_modes", "clip_auc"):
         (plain / "metrics" / f"{f}.csv").unlink()
     doc = build([plain], tmp_path / "r2" / "index.html")
     assert doc.find(".//section[@id='section-calibration']") is None

@@ -56,6 +56,7 @@ def test_coco_fid_without_arguments_runs_on_the_world_with_bundled_models(cache)
     assert args.metrics == cw.COCO_FID["metrics"]
     assert (args.num_samples, args.guidance, args.thresholding, args.steps) == tuple(
         cw.COCO_FID[k] for k in ("num_samples", "guidance", "thresholding", "steps"))
+    assert args.sampler == cw.COCO_FID["sampler"] == "ddpm"  # ancestral, the paper's
     assert args.fid_dims == 2048  # the world's feature network takes the default
     assert record["defaults"]["set"] == "calibration-world"
     assert record["defaults"]["filled"]["coco_root"] == str(world)
@@ -78,11 +79,11 @@ def test_a_real_coco_root_keeps_the_paper_defaults(cache):
     assert args.inception_weights is None            # the torch.hub cache copy of Inception
     assert (args.fid_network, args.metrics) == ("inception", "fid,clip_score")
     assert (args.clip_model, args.clip_pretrained) == ("ViT-L-14", "openai")
-    assert (args.num_samples, args.guidance, args.thresholding, args.steps) == (
-        30000, PAPER_GUIDANCE, PAPER_THRESHOLDING, 64)
+    assert (args.num_samples, args.guidance, args.thresholding, args.steps, args.sampler) == (
+        30000, PAPER_GUIDANCE, PAPER_THRESHOLDING, 64, "ddim")
     assert record == {"defaults": {"set": "paper", "filled": {
         "model": str(cache / "bundled_cascade"), "num_samples": 30000, "guidance": PAPER_GUIDANCE,
-        "thresholding": PAPER_THRESHOLDING, "steps": 64, "clip_model": "ViT-L-14",
+        "thresholding": PAPER_THRESHOLDING, "steps": 64, "sampler": "ddim", "clip_model": "ViT-L-14",
         "fid_network": "inception", "cmmd_network": "clip", "prdc_features": "dinov2",
         "metrics": "fid,clip_score"}}}
     assert not (cache / "cache").exists()             # no world was made
@@ -107,12 +108,12 @@ def test_drawbench_without_arguments_uses_the_world_prompts(cache):
     world = cache / "cache" / "calibration_world" / "0-64"
     assert Path(args.prompts) == world / "prompts.csv" and Path(args.model).name == "bundled_cascade"
     assert args.clip_model == "calibration-world"
-    assert (args.samples_per_prompt, args.limit_per_category, args.steps) == tuple(
-        cw.DRAWBENCH[k] for k in ("samples_per_prompt", "limit_per_category", "steps"))
+    assert (args.samples_per_prompt, args.limit_per_category, args.steps, args.sampler) == tuple(
+        cw.DRAWBENCH[k] for k in ("samples_per_prompt", "limit_per_category", "steps", "sampler"))
     assert record["world"]["root"] == str(world)
     paper, record = parse(drawbench, ["--prompts", "drawbench"])
     assert (paper.samples_per_prompt, paper.limit_per_category, paper.guidance, paper.steps,
-            paper.clip_model) == (8, None, "1.35/8", 64, "ViT-L-14")
+            paper.clip_model, paper.sampler) == (8, None, "1.35/8", 64, "ViT-L-14", "ddim")
     assert record["defaults"]["set"] == "paper" and "world" not in record
 
 
@@ -174,7 +175,7 @@ def metric_networks(folder: Path, monkeypatch) -> None:
     monkeypatch.setattr(bundled, "bundled_clip_path", lambda: folder / "clip.safetensors")
 
 
-TOY_DEMO = ["--num-samples", "3", "--guidance", "0,1,3", "--thresholding", "static",
+TOY_DEMO = ["--num-samples", "3", "--guidance", "0,1,3", "--thresholding", "none,static",
             "--steps", "2", "--db-limit", "1", "--db-samples", "1", "--raters", "4",
             "--n-real", "8", "--world-val", "8", "--device", "cpu", "--workers", "1", "--no-progress"]
 
@@ -197,9 +198,12 @@ def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
         assert "calibration-world numbers" in html.lower()
         run = json.loads(Path("runs/demo/coco_fid/run.json").read_text())
         assert run["world"]["calibration_world"] and run["defaults"]["set"] == "calibration-world"
-        for name in ("oracle_summary.csv", "saturation.csv", "clip_auc.csv", "degradations.csv",
-                     "metric_degradations.csv", "metric_validity.csv"):
+        for name in ("oracle_summary.csv", "saturation.csv", "thresholding_modes.csv",
+                     "clip_auc.csv", "degradations.csv", "metric_degradations.csv",
+                     "metric_validity.csv"):
             assert Path("runs/demo/coco_fid/metrics", name).is_file(), name
+        assert {g["sampler"] for g in run["spec"]["grid"]} == {"ddpm"}  # the paper's, ancestral
+        assert ": thresholding modes against each other" in html
         assert "which metric tracks the truth" in html.lower()
         assert "power of this study" in html.lower() and "% power to detect a 55% preference" in html
         assert Path("runs/demo/human/preferences.csv").is_file()

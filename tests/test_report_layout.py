@@ -113,6 +113,14 @@ def make_coco(root: Path, *, world: bool = True, n_images: int = 96, paper: bool
             {"config_key": config_key(w, m), "guidance": w, "thresholding": m, "n_images": 96,
              "saturated_fraction": 0.01 * GUIDANCE.index(w), "saturated_sd": 0.01}
             for m, w in itertools.product(MODES, GUIDANCE)])
+        write_csv(metrics / "thresholding_modes.csv", [
+            {"guidance": w, "aug_level": "0.0", "sampler": "ddim", "steps": 12, "mode_a": a,
+             "mode_b": b, "key_a": config_key(w, a), "key_b": config_key(w, b), "skill": skill,
+             "n_paired": 96, "accuracy_a": 0.125, "accuracy_b": 0.3125, "n_a_only": 2,
+             "n_b_only": 20, "mcnemar_p": 4.2e-5, "saturated_a": 0.236, "saturated_b": 0.0012,
+             "verdict": "a_worse"}
+            for w in GUIDANCE for a, b in itertools.combinations(MODES, 2)
+            for skill in ("color", "count", "shape", "relation", "binding", "all_right")])
         write_csv(metrics / "clip_auc.csv", [{"scope": s, "n_correct": 40, "n_wrong": 56,
                                               "auc": 0.71, "ci_lo": 0.6, "ci_hi": 0.8}
                                              for s in ("all", config_key("3", "static"))])
