@@ -71,7 +71,8 @@ def demo_inputs(args) -> str | None:
     if plugin is None or plugin.demo_layout is None:
         return "no RUN_DIR given and no embedded demo installed: name run directories"
     demo = plugin.demo_layout()
-    args.runs = [str(demo[k]) for k in ("coco_fid", "drawbench") if (demo[k] / "run.json").is_file()]
+    args.runs = [str(demo[k]) for k in ("coco_fid", "base", "drawbench")
+                 if k in demo and (demo[k] / "run.json").is_file()]
     if not args.runs:
         return ("no RUN_DIR given and no demo runs in runs/demo: run `make demo` first (about 15 "
                 "minutes on a CPU), or name run directories")

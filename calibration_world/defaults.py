@@ -147,7 +147,7 @@ def demo_layout(out: str | os.PathLike = DEMO_OUT) -> dict[str, Path]:
     `python -m bench.report` and `python -m rater serve` with no inputs read these.
     """
     out = Path(out)
-    return {"coco_fid": out / "coco_fid", "drawbench": out / "drawbench",
+    return {"coco_fid": out / "coco_fid", "base": out / "base_stage", "drawbench": out / "drawbench",
             "tasks": out / "tasks" / "tasks.jsonl", "votes": out / "votes.db",
             "human": out / "human", "report": out / "report" / "index.html",
             "summary": out / "demo.json"}

@@ -9,14 +9,18 @@
   3. checks     calibration_world.checks on the sweep: oracle accuracy per skill against w = 1
                 (McNemar), the thresholding modes against each other at each w, saturation,
                 CLIP-style AUC, the degradation ladder
-  4. drawbench  bench.drawbench on the world's prompts.csv (categories = skills), two configs
-  5. db-checks  the oracle on the DrawBench-style run (per category)
-  6. pairs      rating tasks: the two DrawBench-style configs side by side
-  7. raters     simulated raters (rater.simulate) answer them through the vote store; they are
+  4. base       bench.coco_fid on the base stage alone (32x32, --base-samples captions, w = 1, 5, 8
+                x the sweep's thresholding modes) and its checks: the super-resolution stage
+                repairs much of what high guidance without thresholding breaks in the base
+                stage's images, so the paper's thresholding effect is measured there too
+  5. drawbench  bench.drawbench on the world's prompts.csv (categories = skills), two configs
+  6. db-checks  the oracle on the DrawBench-style run (per category)
+  7. pairs      rating tasks: the two DrawBench-style configs side by side
+  8. raters     simulated raters (rater.simulate) answer them through the vote store; they are
                 not people: alignment preferences follow each config's oracle accuracy, fidelity
                 preferences its share of saturated pixels
-  8. analyze    python -m rater analyze: preference rates, Bradley-Terry, agreement
-  9. report     bench.report: one HTML file, which says these are calibration-world numbers
+  9. analyze    python -m rater analyze: preference rates, Bradley-Terry, agreement
+ 10. report     bench.report: one HTML file, which says these are calibration-world numbers
 
 Every stage resumes: a rerun skips what is complete (the benchmarks skip finished images).
 runs/demo/demo.json records the settings and each stage's seconds.
@@ -70,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--steps", type=int, default=12, help="sampler steps per stage")
     sweep.add_argument("--num-stages", type=int, default=None,
                        help="sample only the first N stages (default: all)")
+    base = p.add_argument_group("base stage alone (bench.coco_fid --num-stages 1)")
+    base.add_argument("--base-samples", type=int, default=150, metavar="N",
+                      help="captions per config of the base-stage run (0: skip it)")
+    base.add_argument("--base-guidance", default="1,5,8", metavar="W,...",
+                      help="its guidance weights (thresholding: the sweep's modes)")
     db = p.add_argument_group("DrawBench-style run and raters")
     db.add_argument("--db-guidance", default="1,5", metavar="W,W",
                     help="the two guidance weights compared (dynamic:0.995 thresholding)")
@@ -159,6 +168,19 @@ def stage_sweep(args, paths, world: Path) -> None:
             "--thresholding", args.thresholding, "--sampler", args.sampler, "--steps", args.steps,
             *_common(args)]
     generate("bench.coco_fid", argv, args, "bench.coco_fid")
+
+
+def stage_base(args, paths, world: Path) -> None:
+    """The base stage alone over --base-guidance x the sweep's modes, then its checks (no
+    ladder); skipped with --base-samples 0."""
+    if args.base_samples < 1:
+        return
+    argv = ["--model", args.model, "--coco-root", world, "--out", paths["base"],
+            "--num-samples", args.base_samples, "--guidance", args.base_guidance,
+            "--thresholding", args.thresholding, "--sampler", args.sampler, "--steps", args.steps,
+            "--metrics", "fid,clip_score", *_common(args), "--num-stages", "1"]
+    generate("bench.coco_fid", argv, args, "bench.coco_fid (base stage)")
+    stage_checks(args, paths["base"], None)
 
 
 def _checked(run: Path, world: bool) -> bool:
@@ -251,7 +273,8 @@ def stage_analyze(args, paths) -> None:
 def stage_report(args, paths) -> None:
     from bench.report import main
 
-    call(main, [paths["coco_fid"], paths["drawbench"], "--ratings", paths["human"],
+    runs = [paths["coco_fid"]] + ([paths["base"]] if args.base_samples > 0 else [])
+    call(main, [*runs, paths["drawbench"], "--ratings", paths["human"],
                 "--out", paths["report"], "--title", "Calibration world: the bundled tiny cascade"],
          "bench.report")
 
@@ -269,7 +292,7 @@ def check_not_stale(out, paths, model) -> None:
         now = ImagenRefAdapter(model).model_id
     except AdapterError:
         return  # not an imagen_ref checkpoint: bench.coco_fid says what is wrong with it
-    for name in ("coco_fid", "drawbench"):
+    for name in ("coco_fid", "base", "drawbench"):
         run = paths[name] / "run.json"
         if not run.is_file():
             continue
@@ -301,7 +324,7 @@ def run_demo(args) -> dict:
     world = None
 
     def timed(name: str, fn, *a):
-        print(f"\n== demo stage {len(record['stages']) + 1}/9: {name}", flush=True)
+        print(f"\n== demo stage {len(record['stages']) + 1}/10: {name}", flush=True)
         t = time.perf_counter()
         result = fn(*a)
         record["stages"][name] = round(time.perf_counter() - t, 1)
@@ -313,6 +336,7 @@ def run_demo(args) -> dict:
     record["world"] = str(world)
     timed("sweep", stage_sweep, args, paths, world)
     timed("checks", stage_checks, args, paths["coco_fid"], world)
+    timed("base", stage_base, args, paths, world)
     timed("drawbench", stage_drawbench, args, paths, world)
     timed("db-checks", stage_checks, args, paths["drawbench"], None)
     timed("pairs", stage_pairs, args, paths)
@@ -324,9 +348,10 @@ def run_demo(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if min(args.num_samples, args.steps, args.db_limit, args.db_samples) < 1 or args.raters < 2:
+    if min(args.num_samples, args.steps, args.db_limit, args.db_samples) < 1 or args.raters < 2 \
+            or args.base_samples < 0:
         print("error: --num-samples, --steps, --db-limit and --db-samples must be at least 1, "
-              "--raters at least 2", file=sys.stderr)
+              "--raters at least 2, --base-samples at least 0", file=sys.stderr)
         return 2
     start = time.perf_counter()
     try:

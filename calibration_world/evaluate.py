@@ -35,6 +35,10 @@ EPILOG = """examples:
   # a trained checkpoint, both stages, a finer guidance grid
   python -m calibration_world.evaluate --cascade runs/cw_cascade/checkpoint --stages 2 \\
       --guidance 0 1 2 3 5 8 --thresholding none static dynamic:0.995 --out runs/cw_eval2
+  # the thresholding modes under the paper's ancestral sampler (DDIM hides what leaving
+  # thresholding out costs at high guidance on the bundled cascade)
+  python -m calibration_world.evaluate --sampler ddpm --steps 12 --guidance 1 5 8 \\
+      --thresholding none static dynamic:0.995 --out runs/cw_thresholding
   # does the layout follow the word order? "A left of B" vs "B left of A" from the same noise
   python -m calibration_world.evaluate --swap-test --guidance 3 --out runs/cw_swap
   # the SR stage alone, fed ground-truth 32x32 renders: what it keeps of a perfect base
