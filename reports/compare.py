@@ -183,6 +183,11 @@ def compare_pair(a: RunData, b: RunData) -> list[dict]:
     if pr_a.get("sha256") != pr_b.get("sha256"):
         notes.append(f"The prompt sets differ ({pr_a.get('n')} vs {pr_b.get('n')} prompts, "
                      f"sha256 {short_hash(pr_a.get('sha256'))} vs {short_hash(pr_b.get('sha256'))}).")
+    stages_a, stages_b = (r.spec.get("model", {}).get("num_stages") for r in (a, b))
+    if stages_a != stages_b:
+        notes.append(f"The runs sample different numbers of cascade stages ({stages_a or 'all'} vs "
+                     f"{stages_b or 'all'}): their images differ in size, which the metric "
+                     "networks resize, so the differences include the resolution.")
     if warnings:
         blocks.append({"kind": "warnings", "items": warnings})
     if notes:

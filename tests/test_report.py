@@ -362,6 +362,22 @@ def test_comparison_under_the_same_protocol_shows_differences_and_no_warning(tmp
     for r in rows:
         assert float(r["fid_delta"]) == pytest.approx(-0.5 * a[r["config_key"]])
     assert 'id="section-human"' not in html and 'id="section-drawbench"' not in html
+    assert "different numbers of cascade stages" not in html
+
+
+def test_comparison_of_runs_with_different_stage_counts_says_so(tmp_path_factory, tmp_path):
+    w = world(tmp_path_factory)
+    base = copy_run(w.coco, tmp_path / "coco_base")
+    run = json.loads((base / "run.json").read_text())
+    stages = run["spec"]["model"].get("num_stages")
+    run["spec"]["model"]["num_stages"] = other = (stages or 1) + 1
+    (base / "run.json").write_text(json.dumps(run))
+    out = tmp_path / "r" / "index.html"
+    code, _, err = build([w.coco, base], out)
+    assert code == 0, err
+    section = parse_html(out.read_text()).find(".//section[@id='section-compare']")
+    text = " ".join("".join(n.itertext()) for n in section.iter("li"))
+    assert f"different numbers of cascade stages ({stages or 'all'} vs {other})" in text
 
 
 def test_protocol_fields_compare_json_and_csv_spellings_equal():
