@@ -141,10 +141,12 @@ def generate(module: str, argv: list, args, what: str) -> None:
     _check_code(subprocess.call(cmd, env=env), what)
 
 
-def _common(args) -> list[str]:
+def _common(args, num_stages: int | None = None) -> list[str]:
+    """Flags every benchmark run of the demo shares; `num_stages` overrides --num-stages."""
     out = ["--batch-size", args.batch_size]
     out += ["--device", args.device] if args.device else []
-    out += ["--num-stages", args.num_stages] if args.num_stages else []
+    stages = num_stages or args.num_stages
+    out += ["--num-stages", stages] if stages else []
     return out + (["--no-progress"] if args.no_progress else [])
 
 
@@ -178,7 +180,7 @@ def stage_base(args, paths, world: Path) -> None:
     argv = ["--model", args.model, "--coco-root", world, "--out", paths["base"],
             "--num-samples", args.base_samples, "--guidance", args.base_guidance,
             "--thresholding", args.thresholding, "--sampler", args.sampler, "--steps", args.steps,
-            "--metrics", "fid,clip_score", *_common(args), "--num-stages", "1"]
+            "--metrics", "fid,clip_score", *_common(args, num_stages=1)]
     generate("bench.coco_fid", argv, args, "bench.coco_fid (base stage)")
     stage_checks(args, paths["base"], None)
 
