@@ -9,7 +9,8 @@ DrawBench-format prompt file.
                                                  captions, scene (objects with colour, shape,
                                                  centre, size; relation; background)
     <out>/prompts.csv       Prompts, Category (= skill), prompt_id: N unique prompts per skill
-    <out>/world.json        what was made and how (seed, counts, size, mixes); written last
+    <out>/world.json        what was made and how (seed, counts, size, mixes, backgrounds); written
+                            last
 
 Train ids are 1..N and val ids start at 100000001, so the splits never share an id. Each image's
 scene comes from its own generator seeded by (seed, split, index): a larger --n-train adds
@@ -30,8 +31,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .captions import captions
-from .scenes import (COLORS, PALETTE, SHAPES, SKILLS, TRAIN_SKILL_WEIGHTS, UNUSUAL, Scene,
-                     render, sample_scene)
+from .scenes import (BACKGROUND_SETS, COLORS, DEFAULT_BACKGROUNDS, PALETTE, SHAPES, SKILLS,
+                     TRAIN_SKILL_WEIGHTS, UNUSUAL, Scene, render, sample_scene)
 
 FORMAT = 1                      # version of this layout
 SPLITS = {"train2014": 0, "val2014": 1}   # split -> seed stream
@@ -59,11 +60,15 @@ def scene_rng(seed: int, stream: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, index])
 
 
-def split_scenes(split: str, n: int, seed: int, skill_weights: dict | None = None) -> list[Scene]:
-    """The n scenes of a split: the train skill mix for both splits, or `skill_weights`."""
+def split_scenes(split: str, n: int, seed: int, skill_weights: dict | None = None,
+                 backgrounds: str = DEFAULT_BACKGROUNDS) -> list[Scene]:
+    """The n scenes of a split: the train skill mix for both splits, or `skill_weights`, on the
+    background set `backgrounds` (scenes.BACKGROUND_SETS; the default is the world's own)."""
     stream = SPLITS[split]
     weights = skill_weights or TRAIN_SKILL_WEIGHTS
-    return [sample_scene(scene_rng(seed, stream, i), skill_weights=weights) for i in range(n)]
+    colors = BACKGROUND_SETS[backgrounds]
+    return [sample_scene(scene_rng(seed, stream, i), skill_weights=weights, backgrounds=colors)
+            for i in range(n)]
 
 
 def _png(image) -> bytes:
@@ -73,12 +78,12 @@ def _png(image) -> bytes:
 
 
 def write_split(out: Path, split: str, n: int, size: int, seed: int, *, progress: bool = True,
-                skill_weights: dict | None = None) -> int:
+                skill_weights: dict | None = None, backgrounds: str = DEFAULT_BACKGROUNDS) -> int:
     """Images, COCO caption JSON and ground-truth JSONL of one split; returns the caption count."""
     (out / split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     images, annotations, truth = [], [], []
-    scenes = split_scenes(split, n, seed, skill_weights)
+    scenes = split_scenes(split, n, seed, skill_weights, backgrounds)
     for i, scene in enumerate(tqdm(scenes, desc=f"{split} images", unit="img",
                                    disable=not progress)):
         iid = image_id(split, i)
@@ -140,12 +145,17 @@ def clear(out: Path) -> None:
 
 def write_dataset(out: str | Path, *, n_train: int = 10000, n_val: int = 1000, size: int = 64,
                   seed: int = 0, n_prompts: int = 40, progress: bool = True,
-                  skill_weights: dict | None = None) -> Path:
+                  skill_weights: dict | None = None, backgrounds: str = DEFAULT_BACKGROUNDS) -> Path:
     """Write the whole dataset under `out` (see the module docstring); returns world.json's path.
 
     `skill_weights` ({skill: weight}, default TRAIN_SKILL_WEIGHTS) sets the scene mix of both
     splits, e.g. {"Positional": 1} for relation scenes only; the prompt CSV is unchanged.
+    `backgrounds` names the background set (scenes.BACKGROUND_SETS); the default is the world's
+    own, and the others serve only the cascade recipe's training phases.
     """
+    if backgrounds not in BACKGROUND_SETS:
+        raise ValueError(f"unknown background set {backgrounds!r}; expected one of "
+                         f"{', '.join(BACKGROUND_SETS)}")
     if skill_weights is not None:
         unknown = sorted(set(skill_weights) - set(SKILLS))
         if unknown or not any(w > 0 for w in skill_weights.values()) or \
@@ -155,7 +165,7 @@ def write_dataset(out: str | Path, *, n_train: int = 10000, n_val: int = 1000, s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_captions = {split: write_split(out, split, n, size, seed, progress=progress,
-                                     skill_weights=skill_weights)
+                                     skill_weights=skill_weights, backgrounds=backgrounds)
                   for split, n in (("train2014", n_train), ("val2014", n_val))}
     rows = prompt_rows(n_prompts, seed)
     write_prompts(out / PROMPTS_FILE, rows)
@@ -163,7 +173,8 @@ def write_dataset(out: str | Path, *, n_train: int = 10000, n_val: int = 1000, s
     manifest = {
         "format": FORMAT, "seed": seed, "size": size, "image_format": "png",
         "n_images": {"train2014": n_train, "val2014": n_val}, "n_captions": n_captions,
-        "skill_weights": skill_weights or TRAIN_SKILL_WEIGHTS,
+        "skill_weights": skill_weights or TRAIN_SKILL_WEIGHTS, "backgrounds": backgrounds,
+        "background_colors": [list(c) for c in BACKGROUND_SETS[backgrounds]],
         "prompts": {"file": PROMPTS_FILE, "per_skill": per_skill},
         "palette": {c: list(PALETTE[c]) for c in COLORS}, "shapes": list(SHAPES),
         "unusual_pairs": sorted(list(p) for p in UNUSUAL),

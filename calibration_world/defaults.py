@@ -74,9 +74,14 @@ def is_world(path: str | os.PathLike | None) -> bool:
 
 
 def _matches(root: Path, spec: WorldSpec) -> bool:
+    """The world at `root` is the spec's, drawn on the world's backgrounds (a world cached before
+    they changed is made again)."""
+    from .scenes import BACKGROUNDS
+
     info = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     return (info.get("seed") == spec.seed and info.get("size") == spec.size
-            and info.get("n_images", {}).get("val2014", 0) >= spec.n_val)
+            and info.get("n_images", {}).get("val2014", 0) >= spec.n_val
+            and info.get("background_colors") == [list(c) for c in BACKGROUNDS])
 
 
 def ensure_world(root: str | os.PathLike | None = None, spec: WorldSpec = DEFAULT_WORLD, *,
@@ -96,7 +101,8 @@ def ensure_world(root: str | os.PathLike | None = None, spec: WorldSpec = DEFAUL
         return root
     if root.exists() and root.resolve() != default.resolve() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty and is not a calibration world of seed {spec.seed}, "
-                         f"size {spec.size} with {spec.n_val} val images; choose another folder")
+                         f"size {spec.size} with {spec.n_val} val images on its backgrounds; choose "
+                         "another folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

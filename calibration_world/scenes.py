@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-# Well separated, saturated colours; all far from the light backgrounds.
+# Well separated, saturated colours; all far from the backgrounds.
 PALETTE = {"red": (215, 40, 40), "green": (40, 160, 70), "blue": (40, 90, 215),
            "yellow": (235, 210, 35), "purple": (135, 65, 190), "orange": (240, 125, 30)}
 COLORS = tuple(PALETTE)
@@ -37,6 +37,14 @@ UNUSUAL = frozenset({("green", "circle"), ("orange", "square"), ("blue", "triang
 UNUSUAL_WEIGHT = 0.05
 RELATIONS = ("left", "right", "above", "below")  # subject <relation> object
 BACKGROUNDS = ((236, 236, 236), (245, 243, 238), (232, 238, 244), (242, 236, 226), (236, 242, 234))
+# Mid-tone greys with faint tints, near the middle of the pixel range as a photograph's mean is.
+# Guidance that overshoots then pushes the shapes' colours past the range rather than the
+# background, so dynamic thresholding's percentile measures the shapes (Saharia et al. 2022,
+# section 2.3). On the world's light backgrounds the percentile is set by the background itself,
+# and dividing by it greys the whole image (issue 25). Only training phases use this set so far.
+MID_BACKGROUNDS = ((128, 128, 128), (140, 136, 126), (120, 128, 140), (136, 126, 116), (122, 136, 124))
+BACKGROUND_SETS = {"light": BACKGROUNDS, "mid": MID_BACKGROUNDS}
+DEFAULT_BACKGROUNDS = "light"   # the name of the world's own set (BACKGROUNDS)
 TEXTURES = ("plain", "noise", "gradient")
 
 MARGIN = 0.04        # free border around every object, fraction of the canvas
@@ -183,8 +191,10 @@ def _pairs_for(rng: np.random.Generator, skill: str) -> list[tuple[str, str]]:
 
 
 def sample_scene(rng: np.random.Generator, skill: str | None = None,
-                 skill_weights: dict[str, float] | None = None) -> Scene:
-    """One random scene of `skill` (else a skill drawn from `skill_weights`, default the train mix)."""
+                 skill_weights: dict[str, float] | None = None,
+                 backgrounds: tuple = BACKGROUNDS) -> Scene:
+    """One random scene of `skill` (else a skill drawn from `skill_weights`, default the train mix)
+    on one of `backgrounds` (the world's own by default)."""
     if skill is None:
         weights = skill_weights or TRAIN_SKILL_WEIGHTS
         names = list(weights)
@@ -198,7 +208,7 @@ def sample_scene(rng: np.random.Generator, skill: str | None = None,
     else:
         boxes = _place(rng, len(pairs))
     objects = tuple(Obj(s, c, x, y, size, _jitter(rng, c)) for (c, s), (x, y, size) in zip(pairs, boxes))
-    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    background = backgrounds[int(rng.integers(len(backgrounds)))]
     texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
     return Scene(objects, skill, relation, background, texture, int(rng.integers(2**31)))
 

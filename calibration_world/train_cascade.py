@@ -8,6 +8,8 @@
                        with what is left of its time budget
     OUT/warmup/        a stage's warm-up (if its recipe has one): data/ (the warm-up's scene mix),
                        checkpoint/ and <key>.done.json; the stage then starts from its weights
+    OUT/warmup2/ ...   the later phases of a warm-up given as a list, each starting from the
+                       weights of the one before
     OUT/run.json       the recipe, seeds, wall times and steps reached
 
 `--bundle DIR` then copies the EMA weights (as float16) and cascade.json to DIR, e.g. the
@@ -37,10 +39,12 @@ OPTIONAL_STAGE_KEYS = ("max_aug_level", "high_noise_fraction", "high_noise_max_l
                        "lr_decay_fraction")
 STAGE_KEYS = ("stage", "config", "steps", "max_minutes", "batch_size", "lr", "warmup_steps",
               "ema_decay", "grad_clip", "cond_drop_prob", "seed")
-# a stage's optional "warmup": a first run on its own scene mix whose raw weights the stage starts
-# from; its other imagen_ref.train settings are the stage's unless given, except
-# lr_decay_fraction (a warm-up hands on weights mid-training: no decay unless it asks)
+# a stage's optional "warmup": a first run on its own scene mix (and background set) whose raw
+# weights the stage starts from, or a list of such phases, each starting from the one before; its
+# other imagen_ref.train settings are the stage's unless given, except lr_decay_fraction (a
+# warm-up hands on weights mid-training: no decay unless it asks)
 WARMUP_KEYS = ("skills", "n_train", "data_seed", "steps", "max_minutes")
+WARMUP_DATA_KEYS = ("backgrounds",)   # of its dataset; the world's own set unless given
 WARMUP_OVERRIDES = ("batch_size", "lr", "warmup_steps", "high_noise_fraction",
                     "high_noise_max_log_snr", "image_size", "lr_decay_fraction")
 
@@ -65,9 +69,11 @@ A stage may have a "warmup": {"skills": {"Positional": 1}, "n_train": 6000, "dat
 "steps": 1000, "max_minutes": 15, ...}: first a run on n_train scenes of that skill mix (its
 other settings are the stage's, unless it gives batch_size, lr, warmup_steps,
 high_noise_fraction, high_noise_max_log_snr or image_size; it anneals only if it gives
-lr_decay_fraction), then the stage starts from its raw
-weights (a smaller image_size trains the base config at that size, 4x cheaper per halving; its
-position tables are resampled to the stage's size).
+lr_decay_fraction; "backgrounds": "light" or "mid" draws its scenes on that background set
+instead of the world's), then
+the stage starts from its raw weights (a smaller image_size trains the base config at that size,
+4x cheaper per halving; its position tables are resampled to the stage's size). A list of such
+objects is a warm-up in phases, each starting from the weights of the one before.
 """
 
 
@@ -97,18 +103,37 @@ def load_recipe(path: str | os.PathLike) -> dict:
         if missing:
             raise RecipeError(f"{path}: stages[{i}] lacks {missing}")
         if "warmup" in stage:
-            _check_warmup(path, i, stage["warmup"])
+            warm = stage["warmup"]
+            if isinstance(warm, list) and not warm:
+                raise RecipeError(f"{path}: stages[{i}].warmup is an empty list; give at least "
+                                  "one phase or leave the key out")
+            for k, phase in enumerate(warmup_phases(stage)):
+                where = f"stages[{i}].warmup" + (f"[{k}]" if isinstance(warm, list) else "")
+                _check_warmup(path, where, phase)
     return recipe
 
 
-def _check_warmup(path: Path, i: int, warm) -> None:
-    from .scenes import SKILLS
+def warmup_phases(stage: dict) -> list[dict]:
+    """A stage's warm-up phases in order: [] without one, [warmup] for a single object."""
+    warm = stage.get("warmup")
+    if warm is None:
+        return []
+    return list(warm) if isinstance(warm, list) else [warm]
 
-    where = f"{path}: stages[{i}].warmup"
+
+def warmup_dir(out: Path, phase: int) -> Path:
+    """OUT/warmup for the first phase (the layout of one-phase recipes), OUT/warmup<k+1> after."""
+    return out / ("warmup" if phase == 0 else f"warmup{phase + 1}")
+
+
+def _check_warmup(path: Path, where: str, warm) -> None:
+    from .scenes import BACKGROUND_SETS, DEFAULT_BACKGROUNDS, SKILLS
+
+    where = f"{path}: {where}"
     if not isinstance(warm, dict):
         raise RecipeError(f"{where} must be an object with keys {list(WARMUP_KEYS)}")
     missing = [k for k in WARMUP_KEYS if k not in warm]
-    unknown = sorted(set(warm) - set(WARMUP_KEYS) - set(WARMUP_OVERRIDES))
+    unknown = sorted(set(warm) - set(WARMUP_KEYS) - set(WARMUP_OVERRIDES) - set(WARMUP_DATA_KEYS))
     problems = ([f"lacks {missing}"] if missing else []) + \
         ([f"unknown keys {unknown}"] if unknown else [])
     if problems:
@@ -119,6 +144,9 @@ def _check_warmup(path: Path, i: int, warm) -> None:
             and any(w > 0 for w in skills.values())):
         raise RecipeError(f"{where}.skills must map skills of {list(SKILLS)} to non-negative "
                           "weights, not all zero")
+    if warm.get("backgrounds", DEFAULT_BACKGROUNDS) not in BACKGROUND_SETS:
+        raise RecipeError(f"{where}.backgrounds must be one of {list(BACKGROUND_SETS)}, not "
+                          f"{warm['backgrounds']!r}")
 
 
 def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Path,
@@ -135,13 +163,18 @@ def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Pat
                      embedding_cache=str(cache), device=device, progress=progress, log_every=10)
 
 
-def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progress: bool):
-    """The imagen_ref.train arguments of a stage's warm-up run (under OUT/warmup)."""
-    warm = stage["warmup"]
-    args = stage_args(stage, recipe, out / "warmup" / "data", out / "warmup" / "checkpoint",
-                      out / "embeddings", device, progress)
+def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progress: bool,
+                phase: int = 0):
+    """The imagen_ref.train arguments of a stage's warm-up run (phase `phase`, under
+    warmup_dir(OUT, phase)); a later phase starts from the weights of the one before."""
+    warm = warmup_phases(stage)[phase]
+    where = warmup_dir(out, phase)
+    args = stage_args(stage, recipe, where / "data", where / "checkpoint", out / "embeddings",
+                      device, progress)
     overrides = {"lr_decay_fraction": 0.0}
     overrides.update({k: warm[k] for k in ("steps", *WARMUP_OVERRIDES) if k in warm})
+    if phase > 0:
+        overrides["init_from"] = str(warmup_dir(out, phase - 1) / "checkpoint")
     return dataclasses.replace(args, max_total_minutes=warm["max_minutes"], **overrides)
 
 
@@ -161,16 +194,19 @@ def check_resumable(args, key: str) -> None:
                           "delete that state")
 
 
-def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool) -> Path:
-    """The warm-up's dataset under OUT/warmup/data (kept if complete): the recipe's image size,
-    `n_train` scenes drawn from the warm-up's skill weights."""
+def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool, phase: int = 0) -> Path:
+    """A warm-up phase's dataset under warmup_dir(OUT, phase)/data (kept if complete): the
+    recipe's image size, `n_train` scenes drawn from the phase's skill weights, on its background
+    set."""
     from .dataset import MANIFEST, write_dataset
+    from .scenes import DEFAULT_BACKGROUNDS
 
-    data = out / "warmup" / "data"
+    data = warmup_dir(out, phase) / "data"
     if not (data / MANIFEST).is_file():
         write_dataset(data, n_train=warm["n_train"], n_val=0, size=recipe["dataset"]["size"],
                       seed=warm["data_seed"], n_prompts=recipe["dataset"].get("n_prompts", 40),
-                      progress=progress, skill_weights=warm["skills"])
+                      progress=progress, skill_weights=warm["skills"],
+                      backgrounds=warm.get("backgrounds", DEFAULT_BACKGROUNDS))
     return data
 
 
@@ -225,22 +261,25 @@ def train_stages(recipe: dict, out: Path, data: Path, *, device: str | None = No
             records.append(_done_record(done, stage))
             continue
         args = stage_args(stage, recipe, data, ckpt_dir, out / "embeddings", device, progress)
-        warm_record = None
-        if "warmup" in stage:
-            warm_done = out / "warmup" / f"{key}.done.json"
+        phases = warmup_phases(stage)
+        warm_records = []
+        for phase, warm in enumerate(phases):
+            warm_done = warmup_dir(out, phase) / f"{key}.done.json"
             if warm_done.is_file():
-                warm_record = _done_record(warm_done, stage["warmup"])
-            else:
-                make_warmup_data(recipe, stage["warmup"], out, progress)
-                warm_args = warmup_args(stage, recipe, out, device, progress)
-                check_resumable(warm_args, key)
-                warm_record = _record(key, stage["warmup"], train(warm_args))
-                atomic_write_json(warm_done, warm_record)
-            args = dataclasses.replace(args, init_from=str(out / "warmup" / "checkpoint"))
+                warm_records.append(_done_record(warm_done, warm))
+                continue
+            make_warmup_data(recipe, warm, out, progress, phase)
+            warm_args = warmup_args(stage, recipe, out, device, progress, phase)
+            check_resumable(warm_args, key)
+            warm_records.append(_record(key, warm, train(warm_args)))
+            atomic_write_json(warm_done, warm_records[-1])
+        if phases:
+            args = dataclasses.replace(
+                args, init_from=str(warmup_dir(out, len(phases) - 1) / "checkpoint"))
         check_resumable(args, key)
         record = _record(key, stage, train(args))
-        if warm_record is not None:
-            record["warmup"] = warm_record
+        if warm_records:
+            record["warmup"] = warm_records if isinstance(stage["warmup"], list) else warm_records[0]
         atomic_write_json(done, record)
         records.append(record)
     return records

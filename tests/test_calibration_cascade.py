@@ -16,7 +16,7 @@ from calibration_world.bundled import bundled_cascade_path
 from calibration_world.dataset import split_scenes
 from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
 from calibration_world.train_cascade import (default_recipe, load_recipe, main, stage_args,
-                                              warmup_args)
+                                              warmup_args, warmup_phases)
 from imagen_ref.checkpoint import read_manifest
 from imagen_ref.configs import CONFIGS
 from imagen_ref.pipeline import Cascade, StageSampling
@@ -58,7 +58,7 @@ def test_shipped_recipe_is_valid():
     recipe = load_recipe(default_recipe())
     assert [s["config"] for s in recipe["stages"]] == ["calworld-base-32-xattn", "calworld-sr-64"]
     assert all(s["config"] in CONFIGS and s["max_minutes"] > 0 for s in recipe["stages"])
-    minutes = sum(s["max_minutes"] + s.get("warmup", {}).get("max_minutes", 0)
+    minutes = sum(s["max_minutes"] + sum(w["max_minutes"] for w in warmup_phases(s))
                   for s in recipe["stages"])
     assert minutes <= 60  # the budget: both stages and the base stage's warm-up
     sr = next(s for s in recipe["stages"] if s["stage"] == "sr")
@@ -76,20 +76,21 @@ def test_recipe_stage_passes_the_high_noise_options():
                       Path("data"), Path("ckpt"), Path("cache"), None, False)
     assert (args.high_noise_fraction, args.high_noise_max_log_snr) == (0.25, -3.0)
     # the shipped warm-up: relation scenes at 16x16, all at high noise; the stage's other settings
+    (first,) = warmup_phases(base)
     warm = warmup_args(base, recipe, Path("out"), None, False)
     assert (warm.image_size, warm.high_noise_fraction, warm.steps, warm.max_total_minutes) == (
-        16, 1.0, base["warmup"]["steps"], base["warmup"]["max_minutes"])
+        16, 1.0, first["steps"], first["max_minutes"])
     # a recipe's minutes are the stage's budget over resumed runs, and an interrupted run resumes
     assert (warm.max_minutes, warm.resume) == (0.0, True)
     assert (warm.lr, warm.config) == (base["lr"], base["config"])
-    assert warm.batch_size == base["warmup"]["batch_size"] != base["batch_size"]
+    assert warm.batch_size == first["batch_size"] != base["batch_size"]
     assert warm.data == str(Path("out") / "warmup" / "data") and warm.init_from is None
     # a stage's learning-rate decay is its own: its warm-up anneals only if it asks
     decaying = {**base, "lr_decay_fraction": 0.3}
     assert stage_args(decaying, recipe, Path("data"), Path("ckpt"), Path("cache"), None,
                       False).lr_decay_fraction == 0.3
     assert warmup_args(decaying, recipe, Path("out"), None, False).lr_decay_fraction == 0.0
-    decaying["warmup"] = {**base["warmup"], "lr_decay_fraction": 0.2}
+    decaying["warmup"] = {**first, "lr_decay_fraction": 0.2}
     assert warmup_args(decaying, recipe, Path("out"), None, False).lr_decay_fraction == 0.2
 
 
@@ -98,8 +99,8 @@ def _toy_recipe(tmp_path):
     recipe["dataset"].update(n_train=6, n_val=2, n_prompts=2)
     for stage in recipe["stages"]:
         stage.update(steps=2, batch_size=2, warmup_steps=1)
-        if "warmup" in stage:
-            stage["warmup"].update(n_train=4, steps=2)
+        for warm in warmup_phases(stage):
+            warm.update(n_train=4, steps=2)
     path = tmp_path / "toy.json"
     path.write_text(json.dumps(recipe))
     return path
@@ -151,6 +152,45 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
     assert read_manifest(out / "checkpoint")["stages"][0]["config"]["image_size"] == 32
     run = json.loads((out / "run.json").read_text())
     assert run["stages"][0]["warmup"]["step"] == 3 and run["stages"][0]["step"] == 2
+
+
+def test_recipe_warmup_in_phases_each_from_the_one_before_on_its_backgrounds(tmp_path):
+    from calibration_world.scenes import BACKGROUND_SETS, BACKGROUNDS, DEFAULT_BACKGROUNDS
+
+    other = next(name for name in BACKGROUND_SETS if name != DEFAULT_BACKGROUNDS)
+    recipe = json.loads(_toy_recipe(tmp_path).read_text())
+    base = recipe["stages"][0]
+    base["warmup"] = [
+        {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3, "max_minutes": 1,
+         "image_size": 16, "backgrounds": other},
+        {"skills": {"Colors": 1}, "n_train": 3, "data_seed": 8, "steps": 4, "max_minutes": 1}]
+    path = tmp_path / "phases.json"
+    path.write_text(json.dumps(recipe))
+    out = tmp_path / "run"
+    argv = ["--out", str(out), "--recipe", str(path), "--device", "cpu", "--stages", "base",
+            "--no-progress"]
+    assert main(argv) == 0
+    first, second = out / "warmup", out / "warmup2"
+    for where, n, skill, colors in ((first, 4, "Positional", BACKGROUND_SETS[other]),
+                                    (second, 3, "Colors", BACKGROUNDS)):
+        truth = [json.loads(line) for line in (where / "data" / "truth_train2014.jsonl").open()]
+        assert len(truth) == n and {t["skill"] for t in truth} == {skill}
+        assert {tuple(t["scene"]["background"]) for t in truth} <= set(colors)
+        world = json.loads((where / "data" / "world.json").read_text())
+        assert world["background_colors"] == [list(c) for c in colors]
+    assert set(BACKGROUND_SETS[other]).isdisjoint(BACKGROUNDS)
+    second_training = read_manifest(second / "checkpoint")["stages"][0]["training"]
+    assert second_training["step"] == 4
+    assert second_training["data"]["init_from"]["step"] == 3          # from the first phase
+    assert second_training["data"]["init_from"]["image_size"] == 16
+    main_training = read_manifest(out / "checkpoint")["stages"][0]["training"]
+    assert main_training["data"]["init_from"]["step"] == 4            # from the last phase
+    run = json.loads((out / "run.json").read_text())
+    assert [w["step"] for w in run["stages"][0]["warmup"]] == [3, 4]
+    # a rerun finds every phase done and trains nothing
+    before = (second / "checkpoint" / "base.safetensors").read_bytes()
+    assert main(argv) == 0
+    assert (second / "checkpoint" / "base.safetensors").read_bytes() == before
 
 
 def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
@@ -224,7 +264,12 @@ def test_an_interrupted_stage_resumes_where_it_stopped(tmp_path, monkeypatch, ca
      r"stages\[0\].warmup.skills must map skills of"),
     ({"skills": {"Positional": 1}, "n_train": 4, "data_seed": 1, "steps": 1, "max_minutes": 1,
       "ema_decay": 0.9}, r"stages\[0\].warmup: unknown keys \['ema_decay'\]"),
-    ([1, 2], r"stages\[0\].warmup must be an object"),
+    ([1, 2], r"stages\[0\].warmup\[0\] must be an object"),
+    ([], r"stages\[0\].warmup is an empty list"),
+    ({"skills": {"Positional": 1}, "n_train": 4, "data_seed": 1, "steps": 1, "max_minutes": 1,
+      "backgrounds": "dark"}, r"stages\[0\].warmup.backgrounds must be one of \[.*'mid'.*\], not 'dark'"),
+    ([{"skills": {"Positional": 1}, "n_train": 4, "data_seed": 1, "steps": 1, "max_minutes": 1},
+      {"skills": {"Colors": 1}, "n_train": 4}], r"stages\[0\].warmup\[1\]: lacks \['data_seed'"),
 ])
 def test_recipe_warmup_errors_name_the_key(tmp_path, capsys, warmup, words):
     recipe = json.loads(_toy_recipe(tmp_path).read_text())

@@ -18,6 +18,7 @@ from bench import report as report_cli
 from bench.sampling import PAPER_GUIDANCE, PAPER_THRESHOLDING
 from calibration_world import defaults as cw
 from calibration_world import demo
+from calibration_world.scenes import BACKGROUNDS
 
 TOY_WORLD = cw.WorldSpec(n_train=2, n_val=6, n_prompts=2)
 
@@ -96,6 +97,13 @@ def test_the_default_world_is_made_once_and_a_partial_one_replaced(cache):
     (world / "world.json").unlink()                   # as if killed before the last file
     assert cw.is_world(cw.ensure_world())
     assert not list(world.parent.glob(".*tmp*"))      # no temporary folder left behind
+    # a world cached with other background colours (an older world) is made again
+    info = json.loads((world / "world.json").read_text())
+    assert info["background_colors"] == [list(c) for c in BACKGROUNDS]
+    info["background_colors"] = [[128, 128, 128]]
+    (world / "world.json").write_text(json.dumps(info))
+    assert json.loads((cw.ensure_world() / "world.json").read_text())["background_colors"] == \
+        [list(c) for c in BACKGROUNDS]
     other = cache / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("not a world")
