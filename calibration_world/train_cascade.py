@@ -70,8 +70,7 @@ A stage may have a "warmup": {"skills": {"Positional": 1}, "n_train": 6000, "dat
 other settings are the stage's, unless it gives batch_size, lr, warmup_steps,
 high_noise_fraction, high_noise_max_log_snr or image_size; it anneals only if it gives
 lr_decay_fraction; "backgrounds": "light" or "mid" draws its scenes on that background set
-instead of the world's), then
-the stage starts from its raw weights (a smaller image_size trains the base config at that size,
+instead of the world's), then the stage starts from its raw weights (a smaller image_size trains the base config at that size,
 4x cheaper per halving; its position tables are resampled to the stage's size). A list of such
 objects is a warm-up in phases, each starting from the weights of the one before.
 """
@@ -127,7 +126,7 @@ def warmup_dir(out: Path, phase: int) -> Path:
 
 
 def _check_warmup(path: Path, where: str, warm) -> None:
-    from .scenes import BACKGROUND_SETS, DEFAULT_BACKGROUNDS, SKILLS
+    from .scenes import BACKGROUND_SETS, SKILLS
 
     where = f"{path}: {where}"
     if not isinstance(warm, dict):
@@ -144,7 +143,7 @@ def _check_warmup(path: Path, where: str, warm) -> None:
             and any(w > 0 for w in skills.values())):
         raise RecipeError(f"{where}.skills must map skills of {list(SKILLS)} to non-negative "
                           "weights, not all zero")
-    if warm.get("backgrounds", DEFAULT_BACKGROUNDS) not in BACKGROUND_SETS:
+    if "backgrounds" in warm and warm["backgrounds"] not in BACKGROUND_SETS:
         raise RecipeError(f"{where}.backgrounds must be one of {list(BACKGROUND_SETS)}, not "
                           f"{warm['backgrounds']!r}")
 
@@ -199,14 +198,13 @@ def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool, phase:
     recipe's image size, `n_train` scenes drawn from the phase's skill weights, on its background
     set."""
     from .dataset import MANIFEST, write_dataset
-    from .scenes import DEFAULT_BACKGROUNDS
 
     data = warmup_dir(out, phase) / "data"
     if not (data / MANIFEST).is_file():
         write_dataset(data, n_train=warm["n_train"], n_val=0, size=recipe["dataset"]["size"],
                       seed=warm["data_seed"], n_prompts=recipe["dataset"].get("n_prompts", 40),
                       progress=progress, skill_weights=warm["skills"],
-                      backgrounds=warm.get("backgrounds", DEFAULT_BACKGROUNDS))
+                      **{k: warm[k] for k in WARMUP_DATA_KEYS if k in warm})
     return data
 
 

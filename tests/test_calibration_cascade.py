@@ -123,18 +123,24 @@ def test_recipe_command_end_to_end(tmp_path, capsys):
     assert (out / "checkpoint" / "base.safetensors").read_bytes() == before
 
 
-def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_path):
+def _train_base_with_warmup(tmp_path, warmup):
+    """Train the toy recipe's base stage with `warmup`; returns its stage, OUT and the argv."""
     recipe = json.loads(_toy_recipe(tmp_path).read_text())
     base = recipe["stages"][0]
-    base["warmup"] = {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3,
-                      "max_minutes": 1, "high_noise_fraction": 1.0, "high_noise_max_log_snr": -8.0,
-                      "image_size": 16}
+    base["warmup"] = warmup
     path = tmp_path / "warm.json"
     path.write_text(json.dumps(recipe))
     out = tmp_path / "run"
     argv = ["--out", str(out), "--recipe", str(path), "--device", "cpu", "--stages", "base",
             "--no-progress"]
     assert main(argv) == 0
+    return base, out, argv
+
+
+def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_path):
+    base, out, _ = _train_base_with_warmup(tmp_path, {
+        "skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3, "max_minutes": 1,
+        "high_noise_fraction": 1.0, "high_noise_max_log_snr": -8.0, "image_size": 16})
     warm = out / "warmup"
     truth = [json.loads(line) for line in (warm / "data" / "truth_train2014.jsonl").open()]
     assert len(truth) == 4 and {t["skill"] for t in truth} == {"Positional"}
@@ -158,18 +164,10 @@ def test_recipe_warmup_in_phases_each_from_the_one_before_on_its_backgrounds(tmp
     from calibration_world.scenes import BACKGROUND_SETS, BACKGROUNDS, DEFAULT_BACKGROUNDS
 
     other = next(name for name in BACKGROUND_SETS if name != DEFAULT_BACKGROUNDS)
-    recipe = json.loads(_toy_recipe(tmp_path).read_text())
-    base = recipe["stages"][0]
-    base["warmup"] = [
+    _, out, argv = _train_base_with_warmup(tmp_path, [
         {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3, "max_minutes": 1,
          "image_size": 16, "backgrounds": other},
-        {"skills": {"Colors": 1}, "n_train": 3, "data_seed": 8, "steps": 4, "max_minutes": 1}]
-    path = tmp_path / "phases.json"
-    path.write_text(json.dumps(recipe))
-    out = tmp_path / "run"
-    argv = ["--out", str(out), "--recipe", str(path), "--device", "cpu", "--stages", "base",
-            "--no-progress"]
-    assert main(argv) == 0
+        {"skills": {"Colors": 1}, "n_train": 3, "data_seed": 8, "steps": 4, "max_minutes": 1}])
     first, second = out / "warmup", out / "warmup2"
     for where, n, skill, colors in ((first, 4, "Positional", BACKGROUND_SETS[other]),
                                     (second, 3, "Colors", BACKGROUNDS)):
