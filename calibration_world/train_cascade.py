@@ -70,9 +70,10 @@ A stage may have a "warmup": {"skills": {"Positional": 1}, "n_train": 6000, "dat
 other settings are the stage's, unless it gives batch_size, lr, warmup_steps,
 high_noise_fraction, high_noise_max_log_snr or image_size; it anneals only if it gives
 lr_decay_fraction; "backgrounds": "light" or "mid" draws its scenes on that background set
-instead of the world's), then the stage starts from its raw weights (a smaller image_size trains the base config at that size,
-4x cheaper per halving; its position tables are resampled to the stage's size). A list of such
-objects is a warm-up in phases, each starting from the weights of the one before.
+instead of the world's own, "mid"), then the stage starts from its raw weights (a smaller
+image_size trains the base config at that size, 4x cheaper per halving; its position tables are
+resampled to the stage's size). A list of such objects is a warm-up in phases, each starting from
+the weights of the one before: the shipped recipe learns on the light set, then on the world's.
 """
 
 

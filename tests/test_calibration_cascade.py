@@ -15,6 +15,7 @@ from calibration_world import render
 from calibration_world.bundled import bundled_cascade_path
 from calibration_world.dataset import split_scenes
 from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
+from calibration_world.scenes import DEFAULT_BACKGROUNDS, TRAIN_SKILL_WEIGHTS
 from calibration_world.train_cascade import (default_recipe, load_recipe, main, stage_args,
                                               warmup_args, warmup_phases)
 from imagen_ref.checkpoint import read_manifest
@@ -76,10 +77,19 @@ def test_recipe_stage_passes_the_high_noise_options():
                       Path("data"), Path("ckpt"), Path("cache"), None, False)
     assert (args.high_noise_fraction, args.high_noise_max_log_snr) == (0.25, -3.0)
     # the shipped warm-up: relation scenes at 16x16, all at high noise; the stage's other settings
-    (first,) = warmup_phases(base)
+    first, second = warmup_phases(base)
     warm = warmup_args(base, recipe, Path("out"), None, False)
     assert (warm.image_size, warm.high_noise_fraction, warm.steps, warm.max_total_minutes) == (
         16, 1.0, first["steps"], first["max_minutes"])
+    # then the base stage's own size and settings on the full skill mix, from the first phase's
+    # weights; both phases draw the light background set, the stage itself the world's own
+    then = warmup_args(base, recipe, Path("out"), None, False, phase=1)
+    assert (then.image_size, then.high_noise_fraction, then.batch_size, then.max_total_minutes) == (
+        None, base["high_noise_fraction"], base["batch_size"], second["max_minutes"])
+    assert then.init_from == str(Path("out") / "warmup" / "checkpoint")
+    assert then.data == str(Path("out") / "warmup2" / "data")
+    assert first["backgrounds"] == second["backgrounds"] == "light" != DEFAULT_BACKGROUNDS
+    assert "backgrounds" not in base and second["skills"] == TRAIN_SKILL_WEIGHTS
     # a recipe's minutes are the stage's budget over resumed runs, and an interrupted run resumes
     assert (warm.max_minutes, warm.resume) == (0.0, True)
     assert (warm.lr, warm.config) == (base["lr"], base["config"])

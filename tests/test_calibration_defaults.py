@@ -185,7 +185,7 @@ def metric_networks(folder: Path, monkeypatch) -> None:
 
 TOY_DEMO = ["--num-samples", "3", "--guidance", "0,1,3", "--thresholding", "none,static",
             "--steps", "2", "--db-limit", "1", "--db-samples", "1", "--raters", "4",
-            "--base-samples", "2", "--base-guidance", "1,3",
+            "--base-samples", "2", "--base-guidance", "1,3", "--base-steps", "3",
             "--n-real", "8", "--world-val", "8", "--device", "cpu", "--workers", "1", "--no-progress"]
 
 
@@ -220,6 +220,9 @@ def test_toy_demo_end_to_end_and_resumed(tmp_path, monkeypatch, capsys):
         assert list(summary["stages"]) == ["world", "sweep", "checks", "base", "drawbench",
                                            "db-checks", "pairs", "raters", "analyze", "report"]
         assert len(list(Path("runs/demo/base_stage/images").rglob("*.png"))) == 2 * 2 * 2
+        base_run = json.loads(Path("runs/demo/base_stage/run.json").read_text())
+        assert {g["steps"] for g in base_run["spec"]["grid"]} == {3}   # --base-steps, not --steps
+        assert {g["steps"] for g in run["spec"]["grid"]} == {2}
         modes = Path("runs/demo/base_stage/metrics/thresholding_modes.csv").read_text()
         assert modes.count("none,static") == 2 * 6            # w = 1 and 3, six skills
         assert html.count(": thresholding modes against each other") == 2  # sweep, base stage

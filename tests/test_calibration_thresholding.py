@@ -2,8 +2,8 @@
 thresholding, high guidance breaks the images; at w = 1 the thresholding modes agree.
 
 One sweep of the bundled base stage with the paper's ancestral sampler: 150 held-out world
-captions, w in {1, 5, 8} x {none, static, dynamic:0.995}, 12 steps, the same noise in every
-setting, scored by the world's oracle. The comparisons are calibration_world.checks'
+captions, w in {1, 5, 8} x {none, static, dynamic:0.995}, 12 steps (the demo's), the same noise
+in every setting, scored by the world's oracle. The comparisons are calibration_world.checks'
 (`mode_comparisons`: exact McNemar on the paired images), whose arithmetic
 test_calibration_checks checks against hand counts. About three minutes on 2 CPU cores.
 """
@@ -62,20 +62,28 @@ def test_at_w1_the_three_modes_agree_on_every_skill(comparisons):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("w", [5.0, 8.0])
-def test_at_high_guidance_no_thresholding_is_worse_than_static_and_saturates_most(comparisons, w):
-    r = comparisons["table"][(f"{w:g}", "none", "static", "all_right")]
-    assert r["n_paired"] == N
-    assert r["verdict"] == "a_worse", (r["n_a_only"], r["n_b_only"], r["mcnemar_p"])
-    assert r["accuracy_a"] < r["accuracy_b"]
+def test_at_high_guidance_no_thresholding_saturates_most(comparisons, w):
     sat = comparisons["saturation"]
     assert sat[(w, "none")] > max(sat[(w, "static")], sat[(w, "dynamic:0.995")])
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 25, open: on this world dynamic:0.995 divides the "
-                   "whole image by its 99.5th percentile, which greys the light background and "
-                   "dulls the colours; it is not yet better than no thresholding at p < 0.05")
+@pytest.mark.parametrize("w", [5.0, pytest.param(8.0, marks=pytest.mark.xfail(
+    strict=True, reason="issue 25, open: at w = 8 static thresholding breaks this small base "
+    "nearly as much as none (all right 7.3% against 4.7%, 2 / 6 discordant, p = 0.29), though "
+    "on 500 captions none is worse on colour, count, shape and relation each; with 50 steps "
+    "11.3% against 4.0% (p = 0.013) here, but not on the demo's captions (10.7% against 9.3%)"))])
+def test_at_high_guidance_no_thresholding_is_worse_than_static(comparisons, w):
+    r = comparisons["table"][(f"{w:g}", "none", "static", "all_right")]
+    assert r["n_paired"] == N
+    assert r["verdict"] == "a_worse", (r["n_a_only"], r["n_b_only"], r["mcnemar_p"])
+    assert r["accuracy_a"] < r["accuracy_b"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("w", [5.0, 8.0])
 def test_at_high_guidance_no_thresholding_is_worse_than_dynamic(comparisons, w):
     r = comparisons["table"][(f"{w:g}", "none", "dynamic:0.995", "all_right")]
+    assert r["n_paired"] == N
     assert r["verdict"] == "a_worse", (r["n_a_only"], r["n_b_only"], r["mcnemar_p"])
+    assert r["accuracy_a"] < r["accuracy_b"]
