@@ -15,7 +15,8 @@ from calibration_world import render
 from calibration_world.bundled import bundled_cascade_path
 from calibration_world.dataset import split_scenes
 from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sweep, summarize
-from calibration_world.scenes import DEFAULT_BACKGROUNDS, TRAIN_SKILL_WEIGHTS
+from calibration_world.scenes import (BACKGROUND_SETS, BACKGROUNDS, DEFAULT_BACKGROUNDS,
+                                      TRAIN_SKILL_WEIGHTS)
 from calibration_world.train_cascade import (default_recipe, load_recipe, main, stage_args,
                                               warmup_args, warmup_phases)
 from imagen_ref.checkpoint import read_manifest
@@ -171,8 +172,6 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
 
 
 def test_recipe_warmup_in_phases_each_from_the_one_before_on_its_backgrounds(tmp_path):
-    from calibration_world.scenes import BACKGROUND_SETS, BACKGROUNDS, DEFAULT_BACKGROUNDS
-
     other = next(name for name in BACKGROUND_SETS if name != DEFAULT_BACKGROUNDS)
     _, out, argv = _train_base_with_warmup(tmp_path, [
         {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3, "max_minutes": 1,

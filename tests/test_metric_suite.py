@@ -223,11 +223,11 @@ def test_metric_validity_ranks_by_agreement_against_scipy():
 
 
 def test_every_metric_worsens_along_each_degradation_with_the_worlds_networks():
-    """400 clean reference images against 400 degraded ones (the demo's --n-real), every metric on
-    the world's networks, at strengths a step apart that the metrics resolve at this N (the demo's
-    finer ladder has a first step, 0.5 px blur, within every metric's sampling noise at 200
-    images; with the mid-tone world's networks, 200 against 200 also left precision and recall at
-    1 px blur within it: 0.895 -> 0.925 and 0.915 -> 0.92)."""
+    """400 clean reference images against 400 degraded ones, every metric on the world's networks,
+    at strengths a step apart that the metrics resolve at this N (the demo's finer ladder has a
+    first step, 0.5 px blur, within every metric's sampling noise at 200 images; with the mid-tone
+    world's networks, 200 against 200 also left precision and recall at 1 px blur within it:
+    0.895 -> 0.925 and 0.915 -> 0.92)."""
     from calibration_world.train_metrics import CHECK_STREAM, render_batch, world_scenes
     from calibration_world.validity import metric_ladder
 
