@@ -6,9 +6,9 @@
     OUT/<key>.done.json  a stage is complete only when this exists; reruns skip it, and resume
                        an interrupted stage from its last saved state (every SAVE_EVERY steps)
                        with what is left of its time budget
-    OUT/warmup/        a stage's warm-up (if its recipe has one): data/ (the warm-up's scene mix),
-                       checkpoint/ and <key>.done.json; the stage then starts from its weights
-    OUT/warmup2/ ...   the later phases of a warm-up given as a list, each starting from the
+    OUT/<key>-warmup/  a stage's warm-up (if its recipe has one): data/ (the warm-up's scene
+                       mix), checkpoint/ and <key>.done.json; the stage then starts from its weights
+    OUT/<key>-warmup2/ ... the later phases of a warm-up given as a list, each starting from the
                        weights of the one before
     OUT/run.json       the recipe, seeds, wall times and steps reached
 
@@ -121,9 +121,17 @@ def warmup_phases(stage: dict) -> list[dict]:
     return list(warm) if isinstance(warm, list) else [warm]
 
 
-def warmup_dir(out: Path, phase: int) -> Path:
-    """OUT/warmup for the first phase (the layout of one-phase recipes), OUT/warmup<k+1> after."""
-    return out / ("warmup" if phase == 0 else f"warmup{phase + 1}")
+def warmup_dir(out: Path, key: str, phase: int) -> Path:
+    """OUT/<key>-warmup for stage `key`'s first phase, OUT/<key>-warmup<k+1> after: each stage's
+    phases have their own folders (their scene mixes differ)."""
+    return out / (f"{key}-warmup" if phase == 0 else f"{key}-warmup{phase + 1}")
+
+
+def _stage_key(stage: dict) -> str:
+    from imagen_ref.checkpoint import stage_key
+    from imagen_ref.configs import get_config
+
+    return stage_key(get_config(stage["config"]))
 
 
 def _check_warmup(path: Path, where: str, warm) -> None:
@@ -166,15 +174,15 @@ def stage_args(stage: dict, recipe: dict, data: Path, ckpt_dir: Path, cache: Pat
 def warmup_args(stage: dict, recipe: dict, out: Path, device: str | None, progress: bool,
                 phase: int = 0):
     """The imagen_ref.train arguments of a stage's warm-up run (phase `phase`, under
-    warmup_dir(OUT, phase)); a later phase starts from the weights of the one before."""
-    warm = warmup_phases(stage)[phase]
-    where = warmup_dir(out, phase)
+    warmup_dir(OUT, key, phase)); a later phase starts from the weights of the one before."""
+    warm, key = warmup_phases(stage)[phase], _stage_key(stage)
+    where = warmup_dir(out, key, phase)
     args = stage_args(stage, recipe, where / "data", where / "checkpoint", out / "embeddings",
                       device, progress)
     overrides = {"lr_decay_fraction": 0.0}
     overrides.update({k: warm[k] for k in ("steps", *WARMUP_OVERRIDES) if k in warm})
     if phase > 0:
-        overrides["init_from"] = str(warmup_dir(out, phase - 1) / "checkpoint")
+        overrides["init_from"] = str(warmup_dir(out, key, phase - 1) / "checkpoint")
     return dataclasses.replace(args, max_total_minutes=warm["max_minutes"], **overrides)
 
 
@@ -194,18 +202,29 @@ def check_resumable(args, key: str) -> None:
                           "delete that state")
 
 
-def make_warmup_data(recipe: dict, warm: dict, out: Path, progress: bool, phase: int = 0) -> Path:
-    """A warm-up phase's dataset under warmup_dir(OUT, phase)/data (kept if complete): the
-    recipe's image size, `n_train` scenes drawn from the phase's skill weights, on its background
-    set."""
+def make_warmup_data(recipe: dict, warm: dict, out: Path, key: str, progress: bool,
+                     phase: int = 0) -> Path:
+    """A warm-up phase's dataset under warmup_dir(OUT, key, phase)/data (kept if complete and
+    of this phase's scene mix; another dataset there is refused with RecipeError): the recipe's
+    image size, `n_train` scenes drawn from the phase's skill weights, on its background set."""
     from .dataset import MANIFEST, write_dataset
+    from .scenes import DEFAULT_BACKGROUNDS
 
-    data = warmup_dir(out, phase) / "data"
-    if not (data / MANIFEST).is_file():
-        write_dataset(data, n_train=warm["n_train"], n_val=0, size=recipe["dataset"]["size"],
-                      seed=warm["data_seed"], n_prompts=recipe["dataset"].get("n_prompts", 40),
-                      progress=progress, skill_weights=warm["skills"],
-                      **{k: warm[k] for k in WARMUP_DATA_KEYS if k in warm})
+    data = warmup_dir(out, key, phase) / "data"
+    spec = {"seed": warm["data_seed"], "size": recipe["dataset"]["size"],
+            "n_images": {"train2014": warm["n_train"], "val2014": 0},
+            "skill_weights": warm["skills"],
+            "backgrounds": warm.get("backgrounds", DEFAULT_BACKGROUNDS)}
+    if (data / MANIFEST).is_file():
+        found = json.loads((data / MANIFEST).read_text(encoding="utf-8"))
+        differ = sorted(k for k, v in spec.items() if found.get(k) != v)
+        if differ:
+            raise RecipeError(f"{data} holds another dataset than this warm-up's (its "
+                              f"{', '.join(differ)} differ); delete it or train into a new --out")
+        return data
+    write_dataset(data, n_train=warm["n_train"], n_val=0, size=spec["size"], seed=spec["seed"],
+                  n_prompts=recipe["dataset"].get("n_prompts", 40), progress=progress,
+                  skill_weights=warm["skills"], backgrounds=spec["backgrounds"])
     return data
 
 
@@ -263,18 +282,18 @@ def train_stages(recipe: dict, out: Path, data: Path, *, device: str | None = No
         phases = warmup_phases(stage)
         warm_records = []
         for phase, warm in enumerate(phases):
-            warm_done = warmup_dir(out, phase) / f"{key}.done.json"
+            warm_done = warmup_dir(out, key, phase) / f"{key}.done.json"
             if warm_done.is_file():
                 warm_records.append(_done_record(warm_done, warm))
                 continue
-            make_warmup_data(recipe, warm, out, progress, phase)
+            make_warmup_data(recipe, warm, out, key, progress, phase)
             warm_args = warmup_args(stage, recipe, out, device, progress, phase)
             check_resumable(warm_args, key)
             warm_records.append(_record(key, warm, train(warm_args)))
             atomic_write_json(warm_done, warm_records[-1])
         if phases:
             args = dataclasses.replace(
-                args, init_from=str(warmup_dir(out, len(phases) - 1) / "checkpoint"))
+                args, init_from=str(warmup_dir(out, key, len(phases) - 1) / "checkpoint"))
         check_resumable(args, key)
         record = _record(key, stage, train(args))
         if warm_records:

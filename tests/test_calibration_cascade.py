@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from calibration_world.evaluate import SKILL_FIELDS, heldout_captions, oracle_sw
 from calibration_world.scenes import (BACKGROUND_SETS, BACKGROUNDS, DEFAULT_BACKGROUNDS,
                                       TRAIN_SKILL_WEIGHTS)
 from calibration_world.train_cascade import (default_recipe, load_recipe, main, stage_args,
-                                              warmup_args, warmup_phases)
+                                              warmup_args, warmup_dir, warmup_phases)
 from imagen_ref.checkpoint import read_manifest
 from imagen_ref.configs import CONFIGS
 from imagen_ref.pipeline import Cascade, StageSampling
@@ -87,15 +88,15 @@ def test_recipe_stage_passes_the_high_noise_options():
     then = warmup_args(base, recipe, Path("out"), None, False, phase=1)
     assert (then.image_size, then.high_noise_fraction, then.batch_size, then.max_total_minutes) == (
         None, base["high_noise_fraction"], base["batch_size"], second["max_minutes"])
-    assert then.init_from == str(Path("out") / "warmup" / "checkpoint")
-    assert then.data == str(Path("out") / "warmup2" / "data")
+    assert then.init_from == str(Path("out") / "base-warmup" / "checkpoint")
+    assert then.data == str(Path("out") / "base-warmup2" / "data")
     assert first["backgrounds"] == second["backgrounds"] == "light" != DEFAULT_BACKGROUNDS
     assert "backgrounds" not in base and second["skills"] == TRAIN_SKILL_WEIGHTS
     # a recipe's minutes are the stage's budget over resumed runs, and an interrupted run resumes
     assert (warm.max_minutes, warm.resume) == (0.0, True)
     assert (warm.lr, warm.config) == (base["lr"], base["config"])
     assert warm.batch_size == first["batch_size"] != base["batch_size"]
-    assert warm.data == str(Path("out") / "warmup" / "data") and warm.init_from is None
+    assert warm.data == str(Path("out") / "base-warmup" / "data") and warm.init_from is None
     # a stage's learning-rate decay is its own: its warm-up anneals only if it asks
     decaying = {**base, "lr_decay_fraction": 0.3}
     assert stage_args(decaying, recipe, Path("data"), Path("ckpt"), Path("cache"), None,
@@ -125,6 +126,16 @@ def test_recipe_command_end_to_end(tmp_path, capsys):
     assert str(bundle) in capsys.readouterr().out
     run = json.loads((out / "run.json").read_text())
     assert [s["step"] for s in run["stages"]] == [2, 2]
+    # every warm-up phase trained on its own scene mix: the SR stage's first phase is not the
+    # base stage's (a shared folder once gave the SR warm-up the base's relation scenes)
+    recipe = json.loads(_toy_recipe(tmp_path).read_text())
+    for stage, key in zip(recipe["stages"], ("base", "sr64")):
+        for phase, warm in enumerate(warmup_phases(stage)):
+            world = json.loads((warmup_dir(out, key, phase) / "data" / "world.json").read_text())
+            assert world["skill_weights"] == warm["skills"], (key, phase)
+            assert world["backgrounds"] == warm["backgrounds"]
+    assert warmup_phases(recipe["stages"][1])[0]["skills"] != \
+        warmup_phases(recipe["stages"][0])[0]["skills"]
     cascade = Cascade.from_pretrained(bundle, device="cpu")
     assert [s.config.image_size for s in cascade.stages] == [32, 64]
     assert cascade.stages[0].schedule.log_snr_min == -10.0
@@ -132,6 +143,14 @@ def test_recipe_command_end_to_end(tmp_path, capsys):
     before = (out / "checkpoint" / "base.safetensors").read_bytes()
     assert main(argv) == 0
     assert (out / "checkpoint" / "base.safetensors").read_bytes() == before
+    # a warm-up folder holding another dataset is refused, not trained on
+    (out / "sr64.done.json").unlink()
+    (out / "sr64-warmup" / "sr64.done.json").unlink()
+    shutil.rmtree(out / "sr64-warmup" / "data")
+    shutil.copytree(out / "base-warmup" / "data", out / "sr64-warmup" / "data")
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "sr64-warmup" in err and "skill_weights" in err and "another dataset" in err
 
 
 def _train_base_with_warmup(tmp_path, warmup):
@@ -152,7 +171,7 @@ def test_recipe_warmup_trains_on_its_own_mix_and_the_stage_starts_from_it(tmp_pa
     base, out, _ = _train_base_with_warmup(tmp_path, {
         "skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3, "max_minutes": 1,
         "high_noise_fraction": 1.0, "high_noise_max_log_snr": -8.0, "image_size": 16})
-    warm = out / "warmup"
+    warm = out / "base-warmup"
     truth = [json.loads(line) for line in (warm / "data" / "truth_train2014.jsonl").open()]
     assert len(truth) == 4 and {t["skill"] for t in truth} == {"Positional"}
     assert json.loads((warm / "data" / "world.json").read_text())["skill_weights"] == {"Positional": 1}
@@ -177,7 +196,7 @@ def test_recipe_warmup_in_phases_each_from_the_one_before_on_its_backgrounds(tmp
         {"skills": {"Positional": 1}, "n_train": 4, "data_seed": 7, "steps": 3, "max_minutes": 1,
          "image_size": 16, "backgrounds": other},
         {"skills": {"Colors": 1}, "n_train": 3, "data_seed": 8, "steps": 4, "max_minutes": 1}])
-    first, second = out / "warmup", out / "warmup2"
+    first, second = out / "base-warmup", out / "base-warmup2"
     for where, n, skill, colors in ((first, 4, "Positional", BACKGROUND_SETS[other]),
                                     (second, 3, "Colors", BACKGROUNDS)):
         truth = [json.loads(line) for line in (where / "data" / "truth_train2014.jsonl").open()]
