@@ -23,11 +23,16 @@ import torch
 
 from bench.coco_fid import main
 from bench.runner import KILL_AFTER_ENV
+from bench.statistics import CLIP_FIELDS, FID_FIELDS, KID_FIELDS
 from conftest import shape_items
 from fakes import TINY_CLIP_CONFIG, make_clip_weights, make_inception_weights
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
+
+# summary.csv columns computed from network outputs (rounding may differ between runs that
+# batch differently); the others are counts and settings
+METRIC_VALUES = set(FID_FIELDS + KID_FIELDS + CLIP_FIELDS) - {"clip_truncated"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +217,11 @@ def test_torchrun_two_processes_match_one_process(world, reference):
     for g, w in zip(got, want, strict=True):
         for k in w:
             # each rank runs Inception and CLIP on its own batches (float32, other batch sizes)
-            # and FID sums are reduced across ranks: equal up to rounding
-            if k in ("fid", "clip_score", "clip_score_std"):
+            # and FID sums are reduced across ranks: the statistics of those values, intervals
+            # included, are equal up to rounding (on some CPUs the last digits of a CLIP
+            # interval differ); the counts and settings are equal
+            if k in METRIC_VALUES and g[k] != w[k]:
+                assert "" not in (g[k], w[k]), k
                 assert float(g[k]) == pytest.approx(float(w[k]), rel=1e-6), k
             else:
                 assert g[k] == w[k], k
