@@ -10,7 +10,7 @@ Two sweeps with the paper's ancestral sampler on 150 held-out world captions, 12
 - the full cascade at w = 0 and w = 3, static thresholding; the gains are `checks.summarize`'s
   paired ones against w = 0, as the demo's report shows them.
 
-test_calibration_checks checks the arithmetic of both against hand counts. About four minutes
+test_calibration_checks checks the arithmetic of both against hand counts. About six minutes
 on 2 CPU cores.
 """
 from __future__ import annotations
