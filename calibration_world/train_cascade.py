@@ -128,6 +128,7 @@ def warmup_dir(out: Path, key: str, phase: int) -> Path:
 
 
 def _stage_key(stage: dict) -> str:
+    """The checkpoint key of a recipe stage's config ("base", "sr64", ...)."""
     from imagen_ref.checkpoint import stage_key
     from imagen_ref.configs import get_config
 
@@ -265,15 +266,13 @@ def make_data(recipe: dict, out: Path, progress: bool) -> Path:
 def train_stages(recipe: dict, out: Path, data: Path, *, device: str | None = None,
                  only: tuple[str, ...] | None = None, progress: bool = True) -> list[dict]:
     """Train every recipe stage not done yet into OUT/checkpoint; returns one record per stage."""
-    from imagen_ref.checkpoint import stage_key
-    from imagen_ref.configs import get_config
     from imagen_ref.train import train
 
     ckpt_dir, records = out / "checkpoint", []
     for stage in recipe["stages"]:
         if only and stage["stage"] not in only:
             continue
-        key = stage_key(get_config(stage["config"]))
+        key = _stage_key(stage)
         done = out / f"{key}.done.json"
         if done.is_file():
             records.append(_done_record(done, stage))
